@@ -1,0 +1,68 @@
+namespace Gallium.Pci.Host;
+
+/// <summary>Everything the core needs from the host, behind seams: the kernel (sysfs, procfs, /dev, modules), who we run
+/// as, and where persistent state lives. Production builds it from the environment; tests build it over a simulated kernel.</summary>
+public sealed record HostContext
+{
+    public required ISysfs Sysfs { get; init; }
+    public required IProcfs Procfs { get; init; }
+    public required IDevfs Devfs { get; init; }
+    public required IKernelModules Modules { get; init; }
+    public required IHostIdentity Identity { get; init; }
+    /// <summary>The system pci.ids database; null when none is installed (names then stay empty, as lspci -n).</summary>
+    public string? PciIdsPath { get; init; }
+    /// <summary>Where the persisted passthrough records, the boot-time apply script and the host lock live.</summary>
+    public HostPaths Paths { get; init; } = HostPaths.Default;
+    /// <summary>How long a single kernel write that may block (unbind) is given before it is reported as ETIMEDOUT.</summary>
+    public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Environment variables that point the module at another tree (a captured host, a simulated kernel).</summary>
+    public const string SysfsRootVariable = "GALLIUM_SYSFS_ROOT";
+    public const string ProcRootVariable = "GALLIUM_PROC_ROOT";
+    public const string DevRootVariable = "GALLIUM_DEV_ROOT";
+    public const string PciIdsVariable = "GALLIUM_PCI_IDS";
+    public const string StateRootVariable = "GALLIUM_STATE_ROOT";
+
+    public static HostContext FromEnvironment()
+    {
+        static string Env(string name, string fallback)
+        {
+            string? v = Environment.GetEnvironmentVariable(name);
+            return string.IsNullOrWhiteSpace(v) ? fallback : v;
+        }
+        string? stateRoot = Environment.GetEnvironmentVariable(StateRootVariable);
+        return new HostContext
+        {
+            Sysfs = new LinuxSysfs(Env(SysfsRootVariable, "/sys")),
+            Procfs = new LinuxProcfs(Env(ProcRootVariable, "/proc")),
+            Devfs = new LinuxDevfs(Env(DevRootVariable, "/dev")),
+            Modules = new Modprobe(),
+            Identity = new ProcessIdentity(),
+            PciIdsPath = PciIdsLocator.Find(Environment.GetEnvironmentVariable(PciIdsVariable)),
+            Paths = string.IsNullOrWhiteSpace(stateRoot) ? HostPaths.Default : HostPaths.Under(stateRoot),
+        };
+    }
+}
+
+/// <summary>Host paths for persisted state (REFERENCE §3.3: overrides do not survive a reboot, so we persist them).</summary>
+public sealed record HostPaths(string ConfigDirectory, string UdevRulesDirectory, string LockDirectory, string LibexecDirectory)
+{
+    public static HostPaths Default { get; } = new("/etc/gallium", "/etc/udev/rules.d", "/run/gallium", "/usr/local/libexec/gallium");
+
+    /// <summary>The same layout below another root (a test's temp directory, a guest's persistent disk).</summary>
+    public static HostPaths Under(string root) => new(
+        Path.Combine(root, "etc/gallium"), Path.Combine(root, "etc/udev/rules.d"),
+        Path.Combine(root, "run/gallium"), Path.Combine(root, "usr/local/libexec/gallium"));
+}
+
+public static class PciIdsLocator
+{
+    private static readonly string[] Candidates =
+        ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids", "/usr/share/misc/pci.ids.gz"];
+
+    public static string? Find(string? preferred)
+    {
+        if (!string.IsNullOrWhiteSpace(preferred)) return File.Exists(preferred) ? preferred : null;
+        return Candidates.FirstOrDefault(File.Exists);
+    }
+}

@@ -1,0 +1,24 @@
+namespace Gallium.Pci;
+
+/// <summary>An IOMMU group: the smallest set of devices the host can isolate, and so the unit of passthrough (REFERENCE §3.5, §4.5).</summary>
+public sealed record IommuGroup
+{
+    public required int Id { get; init; }
+    public required IReadOnlyList<PciDevice> Devices { get; init; }
+    /// <summary>The group's default domain type (DMA, DMA-FQ, identity), when the kernel says.</summary>
+    public string? Type { get; init; }
+
+    /// <summary>Viable for VFIO: every endpoint on vfio-pci (or a vfio variant), pci-stub, or no driver; bridges may keep pcieport (REFERENCE §4.5).</summary>
+    public bool IsViable => Devices.All(IsViableMember);
+
+    public IReadOnlyList<PciDevice> Endpoints => Devices.Where(d => d.IsEndpoint).ToArray();
+
+    public IReadOnlyList<string> AssignedTo => Devices.SelectMany(d => d.AssignedTo).Distinct(StringComparer.Ordinal).ToArray();
+
+    public static bool IsViableMember(PciDevice d) =>
+        d.IsBridge
+            ? d.Driver is null or "pcieport" or "shpchp"
+            : d.Driver is null or "vfio-pci" or "pci-stub" || (d.Driver?.EndsWith("_vfio_pci", StringComparison.Ordinal) ?? false);
+
+    public override string ToString() => $"IOMMU group {Id} ({Devices.Count} devices)";
+}
