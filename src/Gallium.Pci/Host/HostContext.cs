@@ -31,12 +31,13 @@ public sealed record HostContext
             return string.IsNullOrWhiteSpace(v) ? fallback : v;
         }
         string? stateRoot = Environment.GetEnvironmentVariable(StateRootVariable);
+        var procfs = new LinuxProcfs(Env(ProcRootVariable, "/proc"));
         return new HostContext
         {
             Sysfs = new LinuxSysfs(Env(SysfsRootVariable, "/sys")),
-            Procfs = new LinuxProcfs(Env(ProcRootVariable, "/proc")),
+            Procfs = procfs,
             Devfs = new LinuxDevfs(Env(DevRootVariable, "/dev")),
-            Modules = new Modprobe(),
+            Modules = new Modprobe(procfs),
             Identity = new ProcessIdentity(),
             PciIdsPath = PciIdsLocator.Find(Environment.GetEnvironmentVariable(PciIdsVariable)),
             Paths = string.IsNullOrWhiteSpace(stateRoot) ? HostPaths.Default : HostPaths.Under(stateRoot),

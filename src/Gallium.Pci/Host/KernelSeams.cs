@@ -41,6 +41,8 @@ public interface IKernelModules
 {
     /// <summary>Loads a module and its dependencies. Returns null on success, else the reason it could not be loaded.</summary>
     string? Load(string module);
+    /// <summary>True when the running kernel has the module (as a .ko in modules.dep, or built in).</summary>
+    bool IsAvailable(string module);
 }
 
 /// <summary>Who the module runs as.</summary>

@@ -20,8 +20,30 @@ public sealed class LinuxDevfs(string root) : IDevfs
 }
 
 /// <summary>Loads modules with the system's modprobe, as libvirt does (REFERENCE §4.1 virPCIProbeStubDriver).</summary>
-public sealed class Modprobe : IKernelModules
+public sealed class Modprobe(IProcfs procfs) : IKernelModules
 {
+    public bool IsAvailable(string module)
+    {
+        string? release = procfs.ReadText("sys/kernel/osrelease")?.Trim();
+        if (string.IsNullOrEmpty(release)) return false;
+        string file = module.Replace('_', '-') + ".ko";
+        string alt = module.Replace('-', '_') + ".ko";
+        foreach (var list in new[] { "modules.dep", "modules.builtin" })
+        {
+            try
+            {
+                foreach (var line in File.ReadLines($"/lib/modules/{release}/{list}"))
+                {
+                    int colon = line.IndexOf(':');
+                    string name = Path.GetFileName(colon < 0 ? line : line[..colon]);
+                    if (name.StartsWith(file, StringComparison.Ordinal) || name.StartsWith(alt, StringComparison.Ordinal)) return true;
+                }
+            }
+            catch (IOException) { }
+        }
+        return false;
+    }
+
     public string? Load(string module)
     {
         string? exe = new[] { "/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe" }.FirstOrDefault(File.Exists);
