@@ -1,0 +1,161 @@
+#!/usr/bin/env pwsh
+<#
+.SYNOPSIS
+    Builds, tests, documents, benchmarks and packages Gallium.PciPassthrough.
+.DESCRIPTION
+    Build    compiles the solution and lays the module out in out/Gallium.PciPassthrough (manifest, assemblies,
+             format file, MAML help made from docs/en-US).
+    Test     Build, prepares the host (apt packages, a libvirtd) when it can, then runs xUnit, the Pester suites in a
+             child pwsh against out/, and the real-kernel suite inside the QEMU guest; ends with "N passed, N failed".
+    Demo     Build, then walks the product guide (see README).
+    Docs     Only turns docs/en-US markdown into MAML help in out/.
+    Bench    Runs the benchmarks in bench/ and prints their comparison table.
+    Package  Build, then zips out/Gallium.PciPassthrough as out/Gallium.PciPassthrough-<version>.zip.
+.EXAMPLE
+    dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
+#>
+[CmdletBinding()]
+param(
+    [ValidateSet('Build', 'Test', 'Demo', 'Docs', 'Bench', 'Package')]
+    [string] $Task = 'Build',
+    [ValidateSet('Debug', 'Release')]
+    [string] $Configuration = 'Release',
+    # Skip the QEMU real-kernel suite (it needs a few minutes of TCG emulation).
+    [switch] $SkipGuest,
+    # Skip host preparation (apt packages, libvirtd start) even when running as root.
+    [switch] $SkipPrepare
+)
+
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version 3.0
+$Root = $PSScriptRoot
+$Out = Join-Path $Root 'out'
+$ModuleOut = Join-Path $Out 'Gallium.PciPassthrough'
+$ResultsDir = Join-Path $Out 'test-results'
+$env:DOTNET_CLI_TELEMETRY_OPTOUT = '1'
+$env:DOTNET_NOLOGO = '1'
+
+function Invoke-Native {
+    param([string] $File, [string[]] $Arguments, [switch] $AllowFailure)
+    Write-Verbose "$File $($Arguments -join ' ')"
+    & $File @Arguments
+    if ($LASTEXITCODE -ne 0 -and -not $AllowFailure) { throw "$File $($Arguments -join ' ') exited with $LASTEXITCODE" }
+}
+
+function Get-ModuleVersion {
+    (Import-PowerShellDataFile (Join-Path $Root 'Gallium.PciPassthrough.psd1')).ModuleVersion
+}
+
+function Invoke-Docs {
+    $converter = Join-Path $Root 'tools/ConvertTo-MamlHelp.ps1'
+    $helpOut = Join-Path $ModuleOut 'en-US'
+    New-Item -ItemType Directory -Force -Path $helpOut | Out-Null
+    & $converter -DocsPath (Join-Path $Root 'docs/en-US') -OutputPath $helpOut -ModuleName 'Gallium.PciPassthrough'
+}
+
+function Invoke-Build {
+    Invoke-Native dotnet @('build', (Join-Path $Root 'Gallium.Pci.sln'), '-c', $Configuration, '--nologo', '-v', 'q', '-clp:NoSummary') | Out-Host
+    if (Test-Path $ModuleOut) { Remove-Item -Recurse -Force $ModuleOut }
+    New-Item -ItemType Directory -Force -Path $ModuleOut | Out-Null
+    $bin = Join-Path $Root "src/Gallium.PciPassthrough/bin/$Configuration/net8.0"
+    foreach ($f in 'Gallium.PciPassthrough.dll', 'Gallium.PciPassthrough.pdb', 'Gallium.Pci.dll', 'Gallium.Pci.pdb', 'Gallium.PciPassthrough.format.ps1xml') {
+        Copy-Item (Join-Path $bin $f) $ModuleOut
+    }
+    Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1') $ModuleOut
+    Invoke-Docs
+    Write-Host "Module laid out in $ModuleOut (version $(Get-ModuleVersion))"
+}
+
+function Get-TrxCounts([string] $Path) {
+    [xml] $trx = Get-Content -Raw $Path
+    $c = $trx.TestRun.ResultSummary.Counters
+    [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted; Skipped = [int]$c.notExecuted }
+}
+
+# A child process prints one marker line with its counts; the line survives the QEMU serial console too.
+function Get-MarkerCounts([string[]] $Lines, [string] $Suite) {
+    $line = $Lines | Where-Object { $_ -match '^GALLIUM-PESTER-RESULT ' } | Select-Object -Last 1
+    if (-not $line) {
+        Write-Host "$Suite produced no result line: counted as 1 failure."
+        return [pscustomobject]@{ Passed = 0; Failed = 1; Skipped = 0 }
+    }
+    $r = ($line -replace '^GALLIUM-PESTER-RESULT ', '') | ConvertFrom-Json
+    [pscustomobject]@{ Passed = [int]$r.Passed; Failed = [int]$r.Failed; Skipped = [int]$r.Skipped }
+}
+
+function Invoke-PesterSuite([string] $Suite, [string[]] $Command) {
+    Write-Host "`n=== $Suite ==="
+    $lines = [System.Collections.Generic.List[string]]::new()
+    & $Command[0] @($Command | Select-Object -Skip 1) 2>&1 | ForEach-Object { $s = "$_"; Write-Host $s; $lines.Add($s) }
+    $exit = $LASTEXITCODE
+    $counts = Get-MarkerCounts $lines $Suite
+    if ($exit -ne 0 -and $counts.Failed -eq 0) {
+        Write-Host "$Suite exited with $exit without reporting a failed test: counted as 1 failure."
+        $counts.Failed = 1
+    }
+    $counts
+}
+
+function Invoke-Test {
+    Invoke-Build
+    if (-not $SkipPrepare -and $IsLinux -and (& id -u) -eq '0') {
+        Invoke-Native bash @((Join-Path $Root 'tests/prepare-host.sh')) | Out-Host
+    }
+    New-Item -ItemType Directory -Force -Path $ResultsDir | Out-Null
+    $totals = [ordered]@{}
+
+    Write-Host "`n=== xUnit ==="
+    $trx = Join-Path $ResultsDir 'xunit.trx'
+    Remove-Item $trx -ErrorAction Ignore
+    Invoke-Native dotnet @('test', (Join-Path $Root 'tests/Gallium.Pci.Tests'), '-c', $Configuration, '--no-build', '--nologo',
+        '--logger', 'console;verbosity=normal', '--logger', "trx;LogFileName=$trx", '--results-directory', $ResultsDir) -AllowFailure | Out-Host
+    $totals['xUnit'] = if (Test-Path $trx) { Get-TrxCounts $trx } else { [pscustomobject]@{ Passed = 0; Failed = 1; Skipped = 0 } }
+
+    $pwsh = @('dotnet', 'pwsh', '-NoProfile', '-NonInteractive', '-File', (Join-Path $Root 'tests/pester/Invoke-GalliumPester.ps1'),
+        '-ModulePath', $ModuleOut, '-Configuration', $Configuration)
+    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel'))
+
+    if ($SkipGuest) {
+        Write-Host "`nThe real-kernel suite was skipped (-SkipGuest): its RealKernel tests did not run."
+    } else {
+        $guest = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--timeout', '1500', '--') + $pwsh + @('-Tag', 'RealKernel')
+        $totals['Guest'] = Invoke-PesterSuite 'Pester RealKernel (inside the QEMU guest: Debian kernel, vIOMMU)' $guest
+    }
+
+    Write-Host "`n=== Summary ==="
+    foreach ($k in $totals.Keys) { Write-Host ("{0,-8} {1} passed, {2} failed, {3} skipped" -f $k, $totals[$k].Passed, $totals[$k].Failed, $totals[$k].Skipped) }
+    $p = ($totals.Values | Measure-Object -Sum Passed).Sum
+    $f = ($totals.Values | Measure-Object -Sum Failed).Sum
+    $s = ($totals.Values | Measure-Object -Sum Skipped).Sum
+    Write-Host "$p passed, $f failed, $s skipped"
+    if ($f -gt 0) { exit 1 }
+}
+
+function Invoke-Demo {
+    Invoke-Build
+    & dotnet pwsh -NoProfile -File (Join-Path $Root 'tools/Demo.ps1') -ModulePath $ModuleOut
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+}
+
+function Invoke-Bench {
+    Invoke-Build
+    & dotnet pwsh -NoProfile -File (Join-Path $Root 'bench/Invoke-Bench.ps1') -ModulePath $ModuleOut -Configuration $Configuration
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+}
+
+function Invoke-Package {
+    Invoke-Build
+    $zip = Join-Path $Out "Gallium.PciPassthrough-$(Get-ModuleVersion).zip"
+    Remove-Item $zip -ErrorAction Ignore
+    Compress-Archive -Path $ModuleOut -DestinationPath $zip
+    Write-Host "Package: $zip"
+}
+
+switch ($Task) {
+    'Build' { Invoke-Build }
+    'Test' { Invoke-Test }
+    'Demo' { Invoke-Demo }
+    'Docs' { Invoke-Docs }
+    'Bench' { Invoke-Bench }
+    'Package' { Invoke-Package }
+}

@@ -1,0 +1,77 @@
+using System.Management.Automation;
+using Gallium.Pci;
+using Gallium.Pci.Host;
+using Gallium.PciPassthrough.Completers;
+
+namespace Gallium.PciPassthrough.Commands;
+
+/// <summary>Lists the host's PCI functions as the kernel sees them, with names, drivers, IOMMU groups and BARs.</summary>
+[Cmdlet(VerbsCommon.Get, "GalliumPciDevice")]
+[OutputType(typeof(PciDevice))]
+public sealed class GetGalliumPciDeviceCommand : GalliumCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(PciAddressCompleter))]
+    public string[]? Address { get; set; }
+
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateRange(0, int.MaxValue)]
+    public int[]? IommuGroup { get; set; }
+
+    [Parameter]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[]? Class { get; set; }
+
+    [Parameter]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[]? Driver { get; set; }
+
+    [Parameter]
+    [Alias("Passthrough")]
+    public PassthroughState[]? PassthroughState { get; set; }
+
+    private IReadOnlyList<PciDevice>? _devices;
+
+    protected override void ProcessRecord()
+    {
+        _devices ??= new DeviceInventory(HostContext).ReadAll();
+        var selector = Address is null ? null : AddressSelector.Create(Address, WriteError);
+        if (selector is { Literals.Count: 0, HasPatterns: false }) return; // every address was malformed: already reported
+
+        foreach (var (text, address) in selector?.Literals ?? [])
+        {
+            if (!_devices.Any(d => d.Address == address))
+                WriteError(new PciDeviceNotFoundException(address));
+        }
+        foreach (var device in _devices)
+        {
+            if (selector is not null && !selector.Matches(device.Address)) continue;
+            if (IommuGroup is not null && (device.IommuGroup is not int g || !IommuGroup.Contains(g))) continue;
+            if (Class is not null && !Class.Any(c => ClassFilter.Matches(c, device))) continue;
+            if (Driver is not null && !Driver.Any(d => WildcardPattern.Get(d, WildcardOptions.IgnoreCase).IsMatch(device.Driver ?? ""))) continue;
+            if (PassthroughState is not null && !PassthroughState.Contains(device.PassthroughState)) continue;
+            WriteObject(device);
+        }
+    }
+}
+
+/// <summary>-Class accepts a class name or its start ("Display", "VGA*"), or a hex class code prefix ("03", "0x0300").</summary>
+internal static class ClassFilter
+{
+    public static bool Matches(string filter, PciDevice device)
+    {
+        string f = filter.Trim();
+        string hex = device.ClassCode.ToString("x6", System.Globalization.CultureInfo.InvariantCulture);
+        string hexFilter = f.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? f[2..] : f;
+        if (hexFilter.Length is > 0 and <= 6 && hexFilter.All(char.IsAsciiHexDigit) && hexFilter.Length % 2 == 0
+            && hex.StartsWith(hexFilter, StringComparison.OrdinalIgnoreCase))
+            return true;
+        var pattern = WildcardPattern.Get(WildcardPattern.ContainsWildcardCharacters(f) ? f : f + "*",
+            WildcardOptions.IgnoreCase | WildcardOptions.CultureInvariant);
+        return pattern.IsMatch(device.ClassName) || pattern.IsMatch(device.BaseClassName);
+    }
+}
