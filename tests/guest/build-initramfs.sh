@@ -3,6 +3,7 @@
 # Usage: bash tests/guest/build-initramfs.sh [KERNEL_DIR]   (default: what fetch-kernel.sh prints)
 # Last stdout line = absolute path of the gzip'd cpio. Rebuilt only when the kernel, init.sh or this script changed.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"   # depmod/modprobe (kmod) live in sbin
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$here/work"
@@ -15,7 +16,8 @@ ver="${vmlinuz##*/vmlinuz-}"
 moddir="$kdir/lib/modules/$ver"
 [ -s "$moddir/modules.dep" ] || { log "no modules.dep in $moddir (run fetch-kernel.sh)"; exit 1; }
 busybox="$(command -v busybox || true)"
-[ -n "$busybox" ] && file -L "$busybox" | grep -q 'statically linked' \
+# ldd (libc-bin, always present) fails on a static binary; `file` is not on a fresh CI image.
+[ -n "$busybox" ] && ! ldd "$busybox" >/dev/null 2>&1 \
     || { log "need a static busybox (apt-get install busybox-static)"; exit 1; }
 
 out="$work/initramfs-$ver.cpio.gz"

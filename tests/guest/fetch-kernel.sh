@@ -3,6 +3,7 @@
 # Idempotent. Last stdout line = absolute kernel dir containing boot/vmlinuz-* and lib/modules/<ver>/ (with modules.dep).
 # Usage: bash tests/guest/fetch-kernel.sh            (other scripts rely on this interface: keep it)
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"   # depmod (kmod) lives in sbin
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$here/work"
@@ -40,6 +41,8 @@ if [ -z "$deb" ]; then
         ( cd "$work/debs" && apt-get download "$pkg" >&2 )
     }
     deb="$(ls "$work/debs/${pkg}_"*.deb | head -n1)"
+    # Drop packages of older kernels (70 MB each); the current one stays for offline re-extraction.
+    find "$work/debs" -name 'linux-image-*.deb' ! -name "${pkg}_*" -delete
 fi
 
 log "unpacking $deb"

@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
         --no-iommu) iommu=0 ;;
         --timeout) timeout_s="${2:?}"; shift ;;
         --mem) mem="${2:?}"; shift ;;
-        --cwd) cwd="$(cd "${2:?}" && pwd)"; shift ;;
+        --cwd) cwd="$(cd "${2:?}" 2>/dev/null && pwd)" || { echo "run-guest: no directory $2" >&2; exit 2; }; shift ;;
         --load) load+=("${2:?}"); shift ;;
         --share) share="${2:?}"; keep_share=1; shift ;;
         --verbose) verbose=1 ;;
