@@ -1,0 +1,69 @@
+#!/bin/sh
+# PID 1 of the test guest (busybox ash). Builds the root as REFERENCE §1: this machine's / over read-only 9p with a
+# tmpfs overlay, then runs /run/gallium-share/cmd (written by run-guest.sh) in a chroot and reports its exit code.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+# The cpio has no /dev/console node, so the kernel could not give us stdio: take the console now.
+exec 0</dev/console 1>/dev/console 2>&1
+
+say() { echo "[guest] $*"; }
+# Never return from PID 1 (that panics with no exit code); power off instead.
+die() { say "FATAL: $*"; sync; poweroff -f; sleep 5; }
+
+ver="$(uname -r)"
+while read -r ko; do
+    insmod "/lib/modules/$ver/$ko" || die "insmod $ko failed"
+done < /etc/boot-modules
+
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /mnt/share || die "cannot mount the share"
+KMODDIR=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0
+. /mnt/share/config || die "cannot read the share's config"
+[ "$VERBOSE" = 1 ] && say "modules loaded at $(cut -d' ' -f1 /proc/uptime)s"
+
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /mnt/host || die "cannot mount hostroot"
+mount -t tmpfs -o mode=0755 tmpfs /mnt/up || die "tmpfs"
+mkdir -p /mnt/up/u /mnt/up/w
+mount -t overlay overlay -o lowerdir=/mnt/host,upperdir=/mnt/up/u,workdir=/mnt/up/w /newroot || die "overlay"
+r=/newroot
+mount -t proc proc $r/proc
+mount -t sysfs sys $r/sys
+mount -t devtmpfs dev $r/dev
+mkdir -p $r/dev/pts $r/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts $r/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs $r/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs $r/tmp
+# A fresh /run: the host's /run holds its own pid files and libvirt sockets, which a guest daemon must not see.
+mount -t tmpfs -o mode=0755 tmpfs $r/run
+mkdir -p $r/run/gallium-share
+mount --bind /mnt/share $r/run/gallium-share
+# The host userland has no /lib/modules for this kernel: bind the extracted tree so `modprobe vfio-pci` works.
+if [ -n "$KMODDIR" ] && [ -d "/mnt/host$KMODDIR" ]; then
+    mkdir -p "$r/lib/modules/$ver"
+    mount --bind "/mnt/host$KMODDIR" "$r/lib/modules/$ver" || die "cannot bind $KMODDIR"
+else
+    say "warning: no module tree for $ver (KMODDIR='$KMODDIR'); modprobe will fail in the chroot"
+fi
+for m in $LOAD; do
+    chroot $r /sbin/modprobe "$m" || say "warning: modprobe $m failed"
+done
+
+[ "$RAWOUT" = 1 ] && stty -onlcr 2>/dev/null
+[ "$VERBOSE" = 1 ] && say "running command at $(cut -d' ' -f1 /proc/uptime)s"
+cd /
+if [ "$INTERACTIVE" = 1 ]; then
+    # cttyhack reopens the real serial tty so an interactive shell gets job control and ^C.
+    setsid cttyhack chroot $r /usr/bin/env -i /bin/bash /run/gallium-share/cmd
+else
+    chroot $r /usr/bin/env -i /bin/bash /run/gallium-share/cmd < /dev/null
+fi
+rc=$?
+[ "$VERBOSE" = 1 ] && say "command exited $rc at $(cut -d' ' -f1 /proc/uptime)s"
+echo "$rc" > /mnt/share/rc.tmp && mv /mnt/share/rc.tmp /mnt/share/rc
+sync
+[ "$VERBOSE" = 1 ] || echo 0 > /proc/sys/kernel/printk   # keep "reboot: Power down" out of the command's output
+umount $r/run/gallium-share 2>/dev/null
+umount /mnt/share 2>/dev/null
+poweroff -f
+sleep 5
