@@ -113,13 +113,15 @@ function Invoke-Test {
 
     $pwsh = @('dotnet', 'pwsh', '-NoProfile', '-NonInteractive', '-File', (Join-Path $Root 'tests/pester/Invoke-GalliumPester.ps1'),
         '-ModulePath', $ModuleOut, '-Configuration', $Configuration)
-    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel'))
+    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel', 'RealKernelNoIommu'))
 
     if ($SkipGuest) {
         Write-Host "`nThe real-kernel suite was skipped (-SkipGuest): its RealKernel tests did not run."
     } else {
         $guest = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--timeout', '1500', '--') + $pwsh + @('-Tag', 'RealKernel')
         $totals['Guest'] = Invoke-PesterSuite 'Pester RealKernel (inside the QEMU guest: Debian kernel, vIOMMU)' $guest
+        $noIommu = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--no-iommu', '--timeout', '600', '--') + $pwsh + @('-Tag', 'RealKernelNoIommu')
+        $totals['NoIommu'] = Invoke-PesterSuite 'Pester RealKernelNoIommu (inside the QEMU guest booted with intel_iommu=off)' $noIommu
     }
 
     Write-Host "`n=== Summary ==="
