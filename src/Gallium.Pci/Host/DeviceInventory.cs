@@ -66,10 +66,11 @@ public sealed class DeviceInventory
 
     private PciDevice Named(PciDevice d) => d with
     {
-        ClassName = Names.ClassName(d.ClassCode) ?? "",
-        BaseClassName = Names.BaseClassName(SysfsFormat.BaseClass(d.ClassCode)) ?? "",
-        VendorName = Names.VendorName(d.VendorId) ?? "",
-        DeviceName = Names.DeviceName(d.VendorId, d.DeviceId) ?? "",
+        ClassName = Names.ClassName(d.ClassCode) ?? $"Class {d.ClassCode >> 8:x4}",
+        BaseClassName = Names.BaseClassName(SysfsFormat.BaseClass(d.ClassCode)) ?? $"Class {SysfsFormat.BaseClass(d.ClassCode):x2}",
+        // Unknown ids get lspci's stand-ins ("Device 0d57"), so names read as lspci shows them.
+        VendorName = Names.VendorName(d.VendorId) ?? $"Vendor {d.VendorId:x4}",
+        DeviceName = Names.DeviceName(d.VendorId, d.DeviceId) ?? $"Device {d.DeviceId:x4}",
     };
 
     /// <summary>The IOMMU groups that hold PCI functions, sorted by number, each with its functions sorted by address.

@@ -24,7 +24,7 @@ public sealed class GetGalliumIommuGroupCommand : GalliumCmdlet
 
     protected override void BeginProcessing()
     {
-        var inventory = new DeviceInventory(HostContext);
+        var inventory = NewInventory();
         _groups = inventory.ReadGroups();
         if (!inventory.IommuOn)
             WriteWarning("The IOMMU is off on this host, so there are no IOMMU groups. Run Test-GalliumPciPassthrough to see why and how to turn it on.");

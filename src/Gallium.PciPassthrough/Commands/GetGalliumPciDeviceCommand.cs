@@ -38,7 +38,7 @@ public sealed class GetGalliumPciDeviceCommand : GalliumCmdlet
 
     protected override void ProcessRecord()
     {
-        _devices ??= new DeviceInventory(HostContext).ReadAll();
+        _devices ??= NewInventory().ReadAll();
         var selector = Address is null ? null : AddressSelector.Create(Address, WriteError);
         if (selector is { Literals.Count: 0, HasPatterns: false }) return; // every address was malformed: already reported
 

@@ -17,7 +17,11 @@ public class PciAddressCompleter : IArgumentCompleter
         string word = wordToComplete.Trim('\'', '"');
         var pattern = WildcardPattern.Get(word + "*", WildcardOptions.IgnoreCase);
         IReadOnlyList<PciDevice> devices;
-        try { devices = new DeviceInventory(CompletionHost.Resolve()).ReadAll(); }
+        try
+        {
+            var host = CompletionHost.Resolve();
+            devices = new DeviceInventory(host, NameDatabases.For(host.PciIdsPath)).ReadAll();
+        }
         catch (Exception) { yield break; } // completion never throws at the user
         foreach (var d in devices)
         {
