@@ -79,15 +79,13 @@ function Read-MarkdownFile([string] $Path) {
 
     $blocks = [System.Collections.Generic.List[object]]::new()
     $para = $null
-    function Close-Paragraph {
-        if ($null -ne $script:para) { $blocks.Add($script:para); $script:para = $null }
-    }
-    $script:para = $null
+    # Dot-sourced so that it clears this function's $para.
+    $closeParagraph = { if ($null -ne $para) { $blocks.Add($para); $para = $null } }
     while ($i -lt $lines.Count) {
         $l = $lines[$i]
         $lineNo = $i + 1
         if ($l -match '^(\s*)(`{3,}|~{3,})\s*([\w.+-]*)\s*$') {
-            Close-Paragraph
+            . $closeParagraph
             $indent = $Matches[1].Length
             $fence = $Matches[2]
             $lang = $Matches[3]
@@ -95,7 +93,7 @@ function Read-MarkdownFile([string] $Path) {
             $i++
             $closed = $false
             while ($i -lt $lines.Count) {
-                if ($lines[$i] -match "^\s*$([regex]::Escape($fence[0]))\{$($fence.Length),\}\s*$") { $closed = $true; break }
+                if ($lines[$i] -match "^\s*$([regex]::Escape([string]$fence[0])){$($fence.Length),}\s*$") { $closed = $true; break }
                 $body.Add($(if ($indent -gt 0 -and $lines[$i].Length -ge $indent -and $lines[$i].Substring(0, $indent).Trim() -eq '') { $lines[$i].Substring($indent) } else { $lines[$i] }))
                 $i++
             }
@@ -105,14 +103,14 @@ function Read-MarkdownFile([string] $Path) {
             continue
         }
         if ($l -match '^(#{1,6})\s+(.*?)\s*#*\s*$') {
-            Close-Paragraph
+            . $closeParagraph
             $blocks.Add([pscustomobject]@{ Kind = 'Heading'; Line = $lineNo; Level = $Matches[1].Length; Text = $Matches[2].Trim() })
             $i++
             continue
         }
-        if ($l.Trim() -eq '') { Close-Paragraph; $i++; continue }
+        if ($l.Trim() -eq '') { . $closeParagraph; $i++; continue }
         if ($l -match '^\s*\|') {
-            Close-Paragraph
+            . $closeParagraph
             $rows = [System.Collections.Generic.List[object]]::new()
             $start = $lineNo
             while ($i -lt $lines.Count -and $lines[$i] -match '^\s*\|') {
@@ -131,17 +129,17 @@ function Read-MarkdownFile([string] $Path) {
             continue
         }
         if ($l -match '^(\s*)([-*+]|\d+[.)])\s+(.*)$') {
-            Close-Paragraph
-            $script:para = [pscustomobject]@{ Kind = 'ListItem'; Line = $lineNo; Indent = $Matches[1].Length; Marker = $Matches[2]; Text = $Matches[3].Trim() }
+            . $closeParagraph
+            $para = [pscustomobject]@{ Kind = 'ListItem'; Line = $lineNo; Indent = $Matches[1].Length; Marker = $Matches[2]; Text = $Matches[3].Trim() }
             $i++
             continue
         }
-        if ($l -match '^\s*(-{3,}|\*{3,}|_{3,})\s*$') { Close-Paragraph; $blocks.Add([pscustomobject]@{ Kind = 'Rule'; Line = $lineNo }); $i++; continue }
-        if ($null -eq $script:para) { $script:para = [pscustomobject]@{ Kind = 'Paragraph'; Line = $lineNo; Text = $l.Trim() } }
-        else { $script:para.Text += ' ' + $l.Trim() }
+        if ($l -match '^\s*(-{3,}|\*{3,}|_{3,})\s*$') { . $closeParagraph; $blocks.Add([pscustomobject]@{ Kind = 'Rule'; Line = $lineNo }); $i++; continue }
+        if ($null -eq $para) { $para = [pscustomobject]@{ Kind = 'Paragraph'; Line = $lineNo; Text = $l.Trim() } }
+        else { $para.Text += ' ' + $l.Trim() }
         $i++
     }
-    Close-Paragraph
+    . $closeParagraph
     [pscustomobject]@{ File = $name; Path = $Path; Front = $front; Blocks = $blocks.ToArray() }
 }
 
@@ -166,18 +164,27 @@ function Split-TableRow([string] $Row) {
 
 # Inline markdown to plain text: links keep their text (and an absolute URL), emphasis and code marks go.
 function ConvertTo-PlainText([string] $Text) {
-    $t = [regex]::Replace($Text, '!?\[([^\]]*)\]\(([^)\s]*)\)', {
+    # Code spans are set aside first, so that nothing inside them (a * wildcard, a _ in a name) reads as emphasis.
+    $spans = [System.Collections.Generic.List[string]]::new()
+    $t = [regex]::Replace($Text, '(`+)(.+?)\1', {
+            param($m)
+            $spans.Add($m.Groups[2].Value.Trim())
+            "`u{E000}$($spans.Count - 1)`u{E001}"
+        })
+    $t = [regex]::Replace($t, '!?\[([^\]]*)\]\(([^)\s]*)\)', {
             param($m)
             $label = $m.Groups[1].Value; $uri = $m.Groups[2].Value
             if ($uri -match '^https?://' -and $uri -ne $label) { "$label ($uri)" } else { $label }
         })
     $t = [regex]::Replace($t, '<(https?://[^>]+)>', '$1')
-    $t = [regex]::Replace($t, '(\*\*|__)(?=\S)(.+?)(?<=\S)\1', '$2')
-    $t = [regex]::Replace($t, '(?<![\w*])\*(?=\S)([^*]+?)(?<=\S)\*(?![\w*])', '$1')
-    $t = [regex]::Replace($t, '(?<![\w_])_(?=\S)([^_]+?)(?<=\S)_(?![\w_])', '$1')
-    $t = [regex]::Replace($t, '`{1,2}([^`]+)`{1,2}', '$1')
+    # Emphasis only where markdown would see it: opened after a space or bracket, closed before one or punctuation.
+    $open = '(?<=^|[\s(\[{"''])'
+    $close = '(?=$|[\s)\]}.,;:!?"''])'
+    $t = [regex]::Replace($t, "$open(\*\*|__)(?=\S)(.+?)(?<=\S)\1$close", '$2')
+    $t = [regex]::Replace($t, "$open([*_])(?=\S)(.+?)(?<=\S)\1$close", '$2')
     $t = $t -replace '\\([\\`*_{}\[\]()#+\-.!<>|])', '$1'
-    $t -replace '<br\s*/?>', ' '
+    $t = $t -replace '<br\s*/?>', ' '
+    [regex]::Replace($t, "`u{E000}(\d+)`u{E001}", { param($m) $spans[[int]$m.Groups[1].Value] })
 }
 
 #endregion
@@ -258,7 +265,7 @@ function ConvertTo-Paragraphs($Blocks, [string] $File) {
             default { Stop-Malformed $File $b.Line "unexpected $($b.Kind) here." }
         }
     }
-    , $paras.ToArray()
+    $paras.ToArray()
 }
 
 # Get-Help shows an example's commands and output as one block, so each statement the admin types gets a "PS> " prompt
@@ -314,7 +321,7 @@ function Read-YamlBlock($Block, [string] $File, [string] $Parameter) {
     $sets = @((& $v 'Parameter Sets') -split ',\s*' | Where-Object { $_ -ne '' })
     if ($sets.Count -eq 0) { Stop-Malformed $File (& $line 'Parameter Sets') "parameter -${Parameter}: 'Parameter Sets' is empty (use (All))." }
     $aliases = @((& $v 'Aliases') -split ',\s*' | Where-Object { $_ -ne '' -and $_ -ne 'None' })
-    $accepted = if ($values.Contains('Accepted values')) { @((& $v 'Accepted values') -split ',\s*' | Where-Object { $_ -ne '' }) } else { @() }
+    $accepted = @(if ($values.Contains('Accepted values')) { (& $v 'Accepted values') -split ',\s*' | Where-Object { $_ -ne '' } })
 
     [pscustomobject]@{
         Line = $Block.Line; Type = & $v 'Type'; Sets = $sets; Aliases = $aliases; AcceptedValues = $accepted
@@ -514,9 +521,10 @@ function Read-CmdletDoc($Doc) {
 
 #region MAML writer
 
-function Add-Element($Parent, [string] $Prefix, [string] $Name, [string] $Ns, [string] $Text = $null) {
+function Add-Element($Parent, [string] $Prefix, [string] $Name, [string] $Ns, [string] $Text = '') {
     $e = $Parent.OwnerDocument.CreateElement($Prefix, $Name, $Ns)
-    if ($null -ne $Text) { $e.InnerText = $Text }
+    # No text node for empty text: one would make the writer treat the parent as mixed content and stop indenting.
+    if ($Text -ne '') { $e.InnerText = $Text }
     [void]$Parent.AppendChild($e)
     $e
 }
@@ -628,6 +636,8 @@ function Add-Command($Root, $Cmd) {
         [void](Add-Element $ex 'dev' 'code' $DevNs $e.Code)
         $remarks = Add-Element $ex 'dev' 'remarks' $DevNs
         Add-Paragraphs $remarks $e.Remarks
+        # A trailing empty paragraph is what makes Get-Help leave a blank line before the next example.
+        if ($e.Remarks.Count) { [void](Add-Element $remarks 'maml' 'para' $MamlNs '') }
     }
     $links = Add-Element $c 'command' 'relatedLinks' $CommandNs
     foreach ($l in $Cmd.Links) {
@@ -706,7 +716,7 @@ function Convert-AboutDoc($Doc) {
         }
     }
     $out.Add('')
-    , $out.ToArray()
+    $out.ToArray()
 }
 
 #endregion
