@@ -21,13 +21,16 @@
 .EXAMPLE
     ./tools/ConvertTo-MamlHelp.ps1 -DocsPath docs/en-US -OutputPath out/Gallium.PciPassthrough/en-US -ModuleName Gallium.PciPassthrough
 #>
-[CmdletBinding()]
+[CmdletBinding(DefaultParameterSetName = 'Write')]
 param(
     [Parameter(Mandatory)] [string] $DocsPath,
-    [Parameter(Mandatory)] [string] $OutputPath,
-    [Parameter(Mandatory)] [string] $ModuleName,
+    [Parameter(Mandatory, ParameterSetName = 'Write')] [string] $OutputPath,
+    [Parameter(Mandatory, ParameterSetName = 'Write')] [string] $ModuleName,
     # Write the FileInfo of every file produced to the pipeline.
-    [switch] $PassThru
+    [Parameter(ParameterSetName = 'Write')] [switch] $PassThru,
+    # Write nothing; return the parsed cmdlet pages (Name, Synopsis, Sets, Parameters with their per-set yaml, Examples,
+    # Inputs, Outputs, ...) so tests can hold the markdown against the cmdlets' real metadata.
+    [Parameter(Mandatory, ParameterSetName = 'Model')] [switch] $AsModel
 )
 
 $ErrorActionPreference = 'Stop'
@@ -723,6 +726,14 @@ function Convert-AboutDoc($Doc) {
 
 if (-not (Test-Path -LiteralPath $DocsPath -PathType Container)) { throw "DocsPath '$DocsPath' is not a folder." }
 $docsFull = (Resolve-Path -LiteralPath $DocsPath).Path
+if ($AsModel) {
+    foreach ($md in Get-ChildItem -LiteralPath $docsFull -Filter '*.md' -File | Sort-Object Name) {
+        if ($md.BaseName -like 'about_*') { continue }
+        $doc = Read-MarkdownFile $md.FullName
+        if (-not $doc.Front.Contains('Module Guid')) { Read-CmdletDoc $doc }
+    }
+    return
+}
 New-Item -ItemType Directory -Force -Path $OutputPath | Out-Null
 $outFull = (Resolve-Path -LiteralPath $OutputPath).Path
 
