@@ -213,7 +213,7 @@ function Format-Wrapped([string] $Text, [int] $Indent, [int] $Width, [int] $Hang
 }
 
 # A table as text: aligned columns when it fits, else one record per row (first cell, then "Header: value" lines).
-function Format-Table-Text($Block, [int] $Indent, [int] $Width) {
+function Format-TextTable($Block, [int] $Indent, [int] $Width) {
     $header = @($Block.Header | ForEach-Object { ConvertTo-PlainText $_ })
     $rows = @($Block.Rows | ForEach-Object { , @($_ | ForEach-Object { ConvertTo-PlainText $_ }) })
     $widths = for ($c = 0; $c -lt $header.Count; $c++) {
@@ -263,7 +263,7 @@ function ConvertTo-Paragraphs($Blocks, [string] $File) {
                 $paras.Add(((' ' * $b.Indent) + "$marker " + (ConvertTo-PlainText $b.Text)))
             }
             'Code' { $paras.Add(((($b.Text -split "`n") | ForEach-Object { "    $_" }) -join "`n")) }
-            'Table' { $paras.Add(((Format-Table-Text $b 0 100) -join "`n")) }
+            'Table' { $paras.Add(((Format-TextTable $b 0 100) -join "`n")) }
             'Rule' { }
             default { Stop-Malformed $File $b.Line "unexpected $($b.Kind) here." }
         }
@@ -421,7 +421,7 @@ function Read-CmdletDoc($Doc) {
     # DESCRIPTION
     & $noHeadings $sections['DESCRIPTION'] 'DESCRIPTION'
     $description = @(ConvertTo-Paragraphs $sections['DESCRIPTION'].Blocks $file)
-    if ($description.Count -eq 0) { Stop-Malformed $file $sections['DESCRIPTION'].Line 'the description is empty.' }
+    if ($description.Count -eq 0 -or $description[0] -match '^\{\{') { Stop-Malformed $file $sections['DESCRIPTION'].Line 'the description is empty (or still a platyPS {{ placeholder }}).' }
 
     # EXAMPLES: the command(s) and any output are the example's code, the prose its remarks.
     $ex = & $subsections $sections['EXAMPLES'] 'an example'
@@ -714,7 +714,7 @@ function Convert-AboutDoc($Doc) {
                 $out.AddRange([string[]](Format-Wrapped ("$marker " + (ConvertTo-PlainText $b.Text)) $indent $AboutWidth ($indent + $marker.Length + 1)))
             }
             'Code' { $out.Add(''); foreach ($l in $b.Text -split "`n") { $out.Add(("        $l").TrimEnd()) } }
-            'Table' { $out.Add(''); $out.AddRange([string[]](Format-Table-Text $b 4 $AboutWidth)) }
+            'Table' { $out.Add(''); $out.AddRange([string[]](Format-TextTable $b 4 $AboutWidth)) }
             'Rule' { }
         }
     }
