@@ -12,6 +12,8 @@
     CompanyName          = 'Gallium'
     Copyright            = '(c) Gallium. All rights reserved.'
     Description          = 'PCI passthrough on Linux KVM/libvirt hypervisors: inventory devices and IOMMU groups, check IOMMU readiness, move whole IOMMU groups to vfio-pci and back, and assign devices to libvirt VMs.'
+    # Loaded at import so the model types ([Gallium.Pci.Host.HostContext], [Gallium.Pci.SizeText]) resolve before any cmdlet runs.
+    RequiredAssemblies   = @('Gallium.Pci.dll')
     FormatsToProcess     = @('Gallium.PciPassthrough.format.ps1xml')
     CmdletsToExport      = @(
         'Get-GalliumPciDevice'
