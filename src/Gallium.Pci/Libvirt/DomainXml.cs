@@ -183,18 +183,15 @@ public static class DomainXml
             new XElement("source", HostAddressElement(source)),
             guest is { } g ? GuestAddressElement(g, multifunction) : null);
 
-    private static XElement HostAddressElement(PciAddress a) =>
-        new("address",
-            new XAttribute("domain", Hex(a.Domain, 4)), new XAttribute("bus", Hex(a.Bus, 2)),
-            new XAttribute("slot", Hex(a.Device, 2)), new XAttribute("function", Hex(a.Function, 1)));
+    private static XElement HostAddressElement(PciAddress a) => new("address", AddressAttributes(a));
 
-    private static XElement GuestAddressElement(PciAddress a, bool multifunction)
-    {
-        var e = HostAddressElement(a);
-        e.AddFirst(new XAttribute("type", "pci"));
-        if (multifunction) e.Add(new XAttribute("multifunction", "on"));
-        return e;
-    }
+    private static XElement GuestAddressElement(PciAddress a, bool multifunction) =>
+        new("address", new XAttribute("type", "pci"), AddressAttributes(a), multifunction ? new XAttribute("multifunction", "on") : null);
+
+    private static XAttribute[] AddressAttributes(PciAddress a) =>
+    [
+        new("domain", Hex(a.Domain, 4)), new("bus", Hex(a.Bus, 2)), new("slot", Hex(a.Device, 2)), new("function", Hex(a.Function, 1)),
+    ];
 
     private static string Hex(uint value, int digits) => "0x" + value.ToString("x" + digits.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 

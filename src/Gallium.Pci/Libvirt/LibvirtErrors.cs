@@ -15,6 +15,8 @@ public enum LibvirtErrorCode
     XmlError = 27,
     DomExist = 28,
     OperationDenied = 29,
+    /// <summary>VIR_ERR_XML_DETAIL: the XML is malformed, with libxml2's detail.</summary>
+    XmlDetail = 35,
     SystemError = 38,
     Rpc = 39,
     NoDomain = 42,
@@ -120,7 +122,7 @@ internal static class LibvirtErrorMap
         LibvirtErrorCode.OperationInvalid or LibvirtErrorCode.DomExist or LibvirtErrorCode.NoSupport
             or LibvirtErrorCode.OperationUnsupported => ErrorKind.InvalidOperation,
         LibvirtErrorCode.DeviceMissing or LibvirtErrorCode.NoDomain or LibvirtErrorCode.NoNodeDevice => ErrorKind.ObjectNotFound,
-        LibvirtErrorCode.InvalidArg or LibvirtErrorCode.XmlError or LibvirtErrorCode.XmlInvalidSchema
+        LibvirtErrorCode.InvalidArg or LibvirtErrorCode.XmlError or LibvirtErrorCode.XmlDetail or LibvirtErrorCode.XmlInvalidSchema
             or LibvirtErrorCode.ArgumentUnsupported or LibvirtErrorCode.ConfigUnsupported => ErrorKind.InvalidArgument,
         LibvirtErrorCode.ResourceBusy => ErrorKind.ResourceBusy,
         LibvirtErrorCode.OperationTimeout => ErrorKind.OperationTimeout,

@@ -27,6 +27,13 @@ internal static class LibvirtRuntime
         return true;
     }
 
+    /// <summary>For the stderr test's control case only: true restores libvirt's default printing, false silences it again.</summary>
+    internal static unsafe void SetDefaultErrorPrinting(bool print)
+    {
+        EnsureReady();
+        Virt.virSetErrorFunc(IntPtr.Zero, print ? null : &Virt.SilentErrorHandler);
+    }
+
     /// <summary>The calling thread's last libvirt error, then cleared; call it right after the failed call (REFERENCE §5.5).</summary>
     public static unsafe LibvirtError LastError()
     {
