@@ -1,0 +1,80 @@
+namespace Gallium.Pci.Libvirt;
+
+/// <summary>The one seam to libvirt (DESIGN.md "Libvirt"): what the rest of the core needs from a connection.
+/// A VM is named by its libvirt domain name. Failures are <see cref="LibvirtException"/>s.</summary>
+public interface ILibvirt : IDisposable
+{
+    /// <summary>The URI this connection was opened with (after <see cref="LibvirtUri.Resolve(string?)"/>).</summary>
+    string Uri { get; }
+
+    /// <summary>The libvirt library version the daemon side reports (9.0.0 on Debian 12).</summary>
+    Version LibraryVersion { get; }
+
+    /// <summary>Every domain, running or not, persistent or transient, in one <c>virConnectListAllDomains</c> pass, each
+    /// with its persistent (inactive) XML — or its live XML when it is transient. A domain that vanishes while the list is
+    /// read is left out.</summary>
+    IReadOnlyList<LibvirtDomain> ListDomains();
+
+    /// <summary>One domain by name. Throws <see cref="VmNotFoundException"/>.</summary>
+    LibvirtDomain GetDomain(string vmName);
+
+    /// <summary>Adds a device (one <c>&lt;hostdev&gt;</c>, <c>&lt;controller&gt;</c>, ...) to the VM's persistent definition only
+    /// (<c>VIR_DOMAIN_AFFECT_CONFIG</c>, REFERENCE §5.2). A device already present fails with code 55 OperationInvalid.</summary>
+    void AttachDeviceToConfig(string vmName, string deviceXml);
+
+    /// <summary>Removes a device from the VM's persistent definition; the XML must be as specific as the definition
+    /// (REFERENCE §5.2). A device not present fails with code 99 DeviceMissing.</summary>
+    void DetachDeviceFromConfig(string vmName, string deviceXml);
+
+    /// <summary>Defines (or redefines, same name and UUID) a persistent domain.</summary>
+    LibvirtDomain DefineDomain(string domainXml);
+
+    /// <summary>Creates and starts a transient domain (no persistent definition).</summary>
+    LibvirtDomain CreateTransientDomain(string domainXml, bool paused);
+
+    /// <summary>Starts a defined domain, optionally paused before the guest CPU runs.</summary>
+    void StartDomain(string vmName, bool paused);
+
+    /// <summary>Stops a running domain at once (power cut); a transient domain is gone afterwards.</summary>
+    void DestroyDomain(string vmName);
+
+    /// <summary>Removes a domain's persistent definition (and its UEFI variable store, if any).</summary>
+    void UndefineDomain(string vmName);
+}
+
+/// <summary>Opens connections; one per cmdlet invocation (the cmdlet's <c>-Uri</c>).</summary>
+public interface ILibvirtConnector
+{
+    ILibvirt Open(string? uri, bool readOnly = false);
+}
+
+/// <summary>Opens real libvirt connections.</summary>
+public sealed class LibvirtConnector : ILibvirtConnector
+{
+    public ILibvirt Open(string? uri, bool readOnly = false) => LibvirtConnection.Open(uri, readOnly);
+}
+
+/// <summary>A libvirt domain as one listing saw it.</summary>
+/// <param name="Xml">The persistent definition (<c>VIR_DOMAIN_XML_INACTIVE</c>) of a persistent domain; the live XML of a transient one.</param>
+public sealed record LibvirtDomain(string Name, Guid Uuid, VmState State, int StateReason, bool IsPersistent, string Xml)
+{
+    public override string ToString() => $"{Name} ({State}{(IsPersistent ? "" : ", transient")})";
+}
+
+/// <summary>Which libvirt to talk to when the caller gives no URI.</summary>
+public static class LibvirtUri
+{
+    public const string EnvironmentVariable = "LIBVIRT_DEFAULT_URI";
+    /// <summary>The privileged daemon: PCI passthrough needs it (REFERENCE §5.6).</summary>
+    public const string Default = "qemu:///system";
+
+    /// <summary>Explicit URI, else <c>LIBVIRT_DEFAULT_URI</c>, else <c>qemu:///system</c>. Never NULL: libvirt's own probing
+    /// could pick a session daemon that cannot assign host devices.</summary>
+    public static string Resolve(string? explicitUri) =>
+        Resolve(explicitUri, Environment.GetEnvironmentVariable(EnvironmentVariable));
+
+    public static string Resolve(string? explicitUri, string? environmentUri) =>
+        !string.IsNullOrWhiteSpace(explicitUri) ? explicitUri.Trim()
+        : !string.IsNullOrWhiteSpace(environmentUri) ? environmentUri.Trim()
+        : Default;
+}

@@ -1,0 +1,36 @@
+namespace Gallium.Pci;
+
+/// <summary>A VM's state, mirroring libvirt's <c>virDomainState</c> values (REFERENCE §5.4).</summary>
+public enum VmState
+{
+    NoState = 0,
+    Running = 1,
+    Blocked = 2,
+    Paused = 3,
+    /// <summary>Being shut down (VIR_DOMAIN_SHUTDOWN).</summary>
+    ShuttingDown = 4,
+    ShutOff = 5,
+    Crashed = 6,
+    PMSuspended = 7,
+}
+
+/// <summary>One host PCI function referenced by one VM's definition: a <c>&lt;hostdev type='pci'&gt;</c> (or an
+/// <c>&lt;interface type='hostdev'&gt;</c>) in its persistent XML, or in its live XML when the VM is transient.</summary>
+public sealed record VmPciAssignment
+{
+    public required string VmName { get; init; }
+    public required Guid VmUuid { get; init; }
+    public required VmState VmState { get; init; }
+    /// <summary>False for a transient VM (it has no persistent definition; the assignment ends when it stops).</summary>
+    public required bool IsPersistent { get; init; }
+    /// <summary>The host function (the hostdev's <c>&lt;source&gt;&lt;address&gt;</c>).</summary>
+    public required PciAddress Address { get; init; }
+    /// <summary>Where the guest sees it, <c>0000:05:00.0</c>; null when libvirt has not assigned a guest address.</summary>
+    public string? GuestAddress { get; init; }
+    /// <summary>managed='yes': libvirt moves the device to vfio-pci at VM start itself (REFERENCE §5.1).</summary>
+    public bool Managed { get; init; }
+    /// <summary>True for an <c>&lt;interface type='hostdev'&gt;</c> (an SR-IOV VF given as a NIC) rather than a <c>&lt;hostdev&gt;</c>.</summary>
+    public bool IsNetworkInterface { get; init; }
+
+    public override string ToString() => $"{Address} -> {VmName}{(GuestAddress is null ? "" : " @ " + GuestAddress)}";
+}
