@@ -185,7 +185,11 @@ Describe 'ConvertTo-MamlHelp' {
         $line = [int]([regex]::Match($message, ':(\d+):').Groups[1].Value)
         # The line named is the offending one, or the heading/yaml block that holds it.
         $expected = if ($Case -eq 'a yaml block lacks a key') { Get-LineOf $bad '```yaml' }
-        elseif ($Case -eq 'a parameter names a set SYNTAX lacks') { Get-LineOf $bad '```yaml' }
+        elseif ($Case -eq 'a parameter names a set SYNTAX lacks') {
+            # the yaml block that holds the replaced line
+            $yamlAt = $bad.LastIndexOf('```yaml', $bad.IndexOf($Replace))
+            ($bad.Substring(0, $yamlAt) -split "`n").Count
+        }
         else { Get-LineOf $bad $At }
         $line | Should -Be $expected
     }

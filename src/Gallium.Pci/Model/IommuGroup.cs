@@ -4,14 +4,22 @@ namespace Gallium.Pci;
 public sealed record IommuGroup
 {
     public required int Id { get; init; }
-    public required IReadOnlyList<PciDevice> Devices { get; init; }
+    private readonly IReadOnlyList<PciDevice> _devices = [];
+
+    /// <summary>Members in address order. A read-only collection, not an array: PowerShell's member enumeration
+    /// ($group.Devices.Address) would otherwise find the array's own Address() method.</summary>
+    public required IReadOnlyList<PciDevice> Devices
+    {
+        get => _devices;
+        init => _devices = value is PciDevice[] array ? Array.AsReadOnly(array) : value;
+    }
     /// <summary>The group's default domain type (DMA, DMA-FQ, identity), when the kernel says.</summary>
     public string? Type { get; init; }
 
     /// <summary>Viable for VFIO: every endpoint on vfio-pci (or a vfio variant), pci-stub, or no driver; bridges may keep pcieport (REFERENCE §4.5).</summary>
     public bool IsViable => Devices.All(IsViableMember);
 
-    public IReadOnlyList<PciDevice> Endpoints => Devices.Where(d => d.IsEndpoint).ToArray();
+    public IReadOnlyList<PciDevice> Endpoints => Array.AsReadOnly(Devices.Where(d => d.IsEndpoint).ToArray());
 
     public IReadOnlyList<string> AssignedTo => Devices.SelectMany(d => d.AssignedTo).Distinct(StringComparer.Ordinal).ToArray();
 

@@ -45,5 +45,10 @@ public sealed record PciDevice
     /// <summary>Endpoint functions go to vfio-pci; bridges stay on pcieport (REFERENCE §4.5).</summary>
     public bool IsEndpoint => !IsBridge;
 
-    public override string ToString() => $"{Address} {ClassName}: {VendorName} {DeviceName}".TrimEnd();
+    /// <summary>The address, as FileInfo gives its path: PowerShell coerces a piped device to a string this way (binding
+    /// -Address), and "$device" in a script names the device unambiguously.</summary>
+    public override string ToString() => Address.ToString();
+
+    /// <summary>"0000:01:00.0 VGA compatible controller: NVIDIA Corporation AD102 [GeForce RTX 4090]", as lspci prints it.</summary>
+    public string Description => $"{Address} {ClassName}: {VendorName} {DeviceName}".TrimEnd();
 }

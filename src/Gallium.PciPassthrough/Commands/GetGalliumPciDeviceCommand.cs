@@ -6,17 +6,26 @@ using Gallium.PciPassthrough.Completers;
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Lists the host's PCI functions as the kernel sees them, with names, drivers, IOMMU groups and BARs.</summary>
-[Cmdlet(VerbsCommon.Get, "GalliumPciDevice")]
+[Cmdlet(VerbsCommon.Get, "GalliumPciDevice", DefaultParameterSetName = AddressSet)]
 [OutputType(typeof(PciDevice))]
 public sealed class GetGalliumPciDeviceCommand : GalliumCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    private const string AddressSet = "Address";
+    private const string GroupSet = "InputObject";
+
+    // -Address takes piped strings and binds devices by property name. A piped IommuGroup binds -InputObject in its own
+    // parameter set, which keeps PowerShell from coercing the group to a string for -Address.
+    [Parameter(ParameterSetName = AddressSet, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(PciAddressCompleter))]
     public string[]? Address { get; set; }
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    /// <summary>The members of these IOMMU groups (from Get-GalliumIommuGroup).</summary>
+    [Parameter(ParameterSetName = GroupSet, Mandatory = true, ValueFromPipeline = true)]
+    public IommuGroup[]? InputObject { get; set; }
+
+    [Parameter]
     [ValidateRange(0, int.MaxValue)]
     public int[]? IommuGroup { get; set; }
 
@@ -51,6 +60,7 @@ public sealed class GetGalliumPciDeviceCommand : GalliumCmdlet
         {
             if (selector is not null && !selector.Matches(device.Address)) continue;
             if (IommuGroup is not null && (device.IommuGroup is not int g || !IommuGroup.Contains(g))) continue;
+            if (InputObject is not null && (device.IommuGroup is not int ig || !InputObject.Any(x => x.Id == ig))) continue;
             if (Class is not null && !Class.Any(c => ClassFilter.Matches(c, device))) continue;
             if (Driver is not null && !Driver.Any(d => WildcardPattern.Get(d, WildcardOptions.IgnoreCase).IsMatch(device.Driver ?? ""))) continue;
             if (PassthroughState is not null && !PassthroughState.Contains(device.PassthroughState)) continue;
