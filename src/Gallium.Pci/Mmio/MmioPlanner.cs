@@ -6,8 +6,6 @@ namespace Gallium.Pci.Mmio;
 /// domain-XML change that makes it (REFERENCE §6). Pure: every input is a value.</summary>
 public static class MmioPlanner
 {
-    const ulong GiB = 1UL << 30;
-
     /// <summary>Plans for the devices a VM will hold (existing hostdevs and the ones being added).</summary>
     /// <param name="spareRootPorts">Hot-plug capable root ports that will not hold these devices; OVMF pads each
     /// (REFERENCE §6.4 step 3). <see cref="VmMmioSettings.HotplugRootPorts"/> is a safe upper bound.</param>
@@ -44,7 +42,7 @@ public static class MmioPlanner
 
         var current = OvmfFirmware.Window(vm, guest, host, vm.OvmfApertureMiB);
         plan = plan with { CurrentWindow = current };
-        string now = $"OVMF gives {current} ({Explain(guest)})";
+        string now = $"OVMF gives {current}; {Explain(guest)}";
         if (Fits(demands, spareRootPorts, current))
             return plan with { Reason = $"{need}; {now}. Nothing to change." };
 
@@ -77,12 +75,15 @@ public static class MmioPlanner
         }
         string tooLarge = needed > OvmfFirmware.MaxApertureMiB << 20
             ? $"Assign fewer devices to this VM: OVMF accepts at most {MmioBytes.Format(OvmfFirmware.MaxApertureMiB << 20)}."
-            : "Use a host-passthrough CPU, or assign fewer devices to this VM.";
+            : !guest.HasGigabytePages
+                ? "OVMF limits a CPU without 1 GiB pages to 40 address bits: use host-passthrough or host-model, or add "
+                  + "<feature policy='require' name='pdpe1gb'/> to the CPU model; or assign fewer devices to this VM."
+                : "Use a host-passthrough CPU, or assign fewer devices to this VM.";
         return Refuse(plan, "MmioWindowTooSmall", ErrorKind.LimitsExceeded,
             $"{need}; {now}. No maxphysaddr or OVMF aperture setting gives a window that holds them. {tooLarge}", tooLarge);
     }
 
-    /// <summary>Reads the definition and the host CPU, then plans; spare root ports default to all hot-plug root ports
+    /// <summary>Reads the settings from a domain definition, then plans; spare root ports default to all hot-plug root ports
     /// the definition has (an upper bound: ports that will hold the devices are counted too).</summary>
     public static MmioPlan PlanForDomain(string domainXml, HostCpu host, IEnumerable<PciDevice> devices, int? spareRootPorts = null)
     {
@@ -93,26 +94,33 @@ public static class MmioPlanner
     static bool Fits(IReadOnlyList<MmioBarDemand> demands, int spareRootPorts, MmioWindow window) =>
         MmioSizing.Required(demands, spareRootPorts, window.Size) <= window.UsableBytes;
 
-    /// <summary>Fixes in order of preference: the CPU alone (no taint), then the OVMF aperture alone, then both.</summary>
+    /// <summary>Fixes in order of preference: the CPU alone (no taint), then the OVMF aperture alone, then both. A width the
+    /// user chose (an existing <c>&lt;maxphysaddr&gt;</c>, e.g. kept at 39 bits for a VT-d limit, REFERENCE §6.3) is kept
+    /// if an aperture alone will do.</summary>
     static IEnumerable<(IReadOnlyList<MmioChange> Changes, VmMmioSettings Settings)> Candidates(
         VmMmioSettings vm, HostCpu host, GuestCpu guest, ulong needed)
     {
         var cpuFixes = CpuCandidates(vm, host, guest).ToList();
-        foreach (var c in cpuFixes) yield return ([c.Change], c.Settings);
-        foreach (var (cpuChange, settings) in new (MmioChange? Change, VmMmioSettings Settings)[] { (null, vm) }
-                     .Concat(cpuFixes.Select(c => ((MmioChange?)c.Change, c.Settings))))
+        var cpuOnly = cpuFixes.Select(c => ((IReadOnlyList<MmioChange>)[c.Change], c.Settings));
+        var apertureOnly = ApertureCandidates(vm, null, vm, needed);
+        var both = cpuFixes.SelectMany(c => ApertureCandidates(vm, c.Change, c.Settings, needed));
+        return vm.MaxPhysAddr is null ? cpuOnly.Concat(apertureOnly).Concat(both) : apertureOnly.Concat(cpuOnly).Concat(both);
+    }
+
+    /// <summary>Apertures from the needed size up: a larger one sits higher (base = alignUp(RAM end, size)) and reaches no
+    /// further, so the smallest that fits wins.</summary>
+    static IEnumerable<(IReadOnlyList<MmioChange> Changes, VmMmioSettings Settings)> ApertureCandidates(
+        VmMmioSettings vm, MmioChange? cpuChange, VmMmioSettings settings, ulong needed)
+    {
+        for (ulong aperture = needed; aperture <= OvmfFirmware.MaxApertureMiB << 20; aperture <<= 1)
         {
-            // The smallest aperture first: a larger one sits higher (base = alignUp(RAM end, size)) and reaches no further.
-            for (ulong aperture = needed; aperture <= OvmfFirmware.MaxApertureMiB << 20; aperture <<= 1)
-            {
-                ulong mib = aperture >> 20;
-                if (mib == vm.OvmfApertureMiB) continue;   // already set: tried above as the current or CPU-only window
-                var apertureChange = new MmioChange(MmioChangeKind.OvmfAperture,
-                    $"add <qemu:commandline> -fw_cfg name=opt/ovmf/X-PciMmio64Mb,string={mib} (OVMF aperture {MmioBytes.Format(aperture)})")
-                { ApertureMiB = mib };
-                var changes = cpuChange is null ? new[] { apertureChange } : new[] { cpuChange, apertureChange };
-                yield return (changes, settings with { OvmfApertureMiB = mib });
-            }
+            ulong mib = aperture >> 20;
+            if (mib == vm.OvmfApertureMiB) continue;   // already set: that window was tried as the current or CPU-only one
+            var apertureChange = new MmioChange(MmioChangeKind.OvmfAperture,
+                $"add <qemu:commandline> -fw_cfg name=opt/ovmf/X-PciMmio64Mb,string={mib} (OVMF aperture {MmioBytes.Format(aperture)})")
+            { ApertureMiB = mib };
+            IReadOnlyList<MmioChange> changes = cpuChange is null ? [apertureChange] : [cpuChange, apertureChange];
+            yield return (changes, settings with { OvmfApertureMiB = mib });
         }
     }
 
@@ -164,6 +172,6 @@ public static class MmioPlanner
         string vendor = guest.Vendor switch { CpuVendor.Intel => "GenuineIntel", CpuVendor.Amd => "AuthenticAMD", _ => "other vendor" };
         bool trusted = OvmfFirmware.TrustsAddressWidth(guest.PhysicalAddressBits, guest.Vendor);
         return string.Create(CultureInfo.InvariantCulture,
-            $"guest CPU {guest.PhysicalAddressBits} bits from {guest.Origin}, {vendor}{(trusted ? "" : ", not trusted by OVMF")}");
+            $"guest CPU: {guest.PhysicalAddressBits} bits ({guest.Origin}), {vendor}{(trusted ? "" : ", not trusted by OVMF")}");
     }
 }

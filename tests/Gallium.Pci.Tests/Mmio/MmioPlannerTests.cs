@@ -176,6 +176,20 @@ public sealed class MmioPlannerTests
         Assert.Equal(262144UL, Assert.Single(plan.Changes).ApertureMiB);
     }
 
+    [Fact]
+    public void UsersOwnWidth_IsKeptWhenAnApertureAloneFits()
+    {
+        // host-passthrough held at 39 bits on a 46-bit host (VT-d 39-bit case): a 256 GiB aperture at 256 GiB fits 2^39.
+        var vm = Vm(VmCpuMode.HostPassthrough) with { MaxPhysAddr = new MaxPhysAddr(MaxPhysAddrMode.Emulate, 39) };
+        var plan = Plan(vm, IntelXeon46, 2, H100());
+        Assert.Equal(39, plan.GuestAddressBits);
+        var change = Assert.Single(plan.Changes);
+        Assert.Equal(MmioChangeKind.OvmfAperture, change.Kind);
+        Assert.Equal(39, plan.FixedGuestAddressBits);
+        // Without a user-set width the CPU fix comes first.
+        Assert.Equal(MmioChangeKind.MaxPhysAddr, Assert.Single(Plan(Vm(), IntelXeon46, 2, H100()).Changes).Kind);
+    }
+
     // ---- AMD: the HyperTransport hole ----------------------------------------------------------------------------
 
     [Fact]
@@ -268,6 +282,19 @@ public sealed class MmioPlannerTests
         Assert.Equal(ErrorKind.LimitsExceeded, e.Kind);
         Assert.Contains("at least 41 physical address bits", e.Message);
         Assert.Contains("39 physical address bits", e.Message);
+    }
+
+    [Fact]
+    public void CustomModelWithoutGigabytePages_1TiBNeed_RefusedWithTheFeatureToAdd()
+    {
+        // No 1 GiB pages: OVMF stops at 2^40 whatever the width, and a 1 TiB window cannot sit below 1 TiB.
+        var plan = Plan(Vm(VmCpuMode.Custom, "Haswell"), IntelXeon46, 0, B300());
+        Assert.Equal(MmioPlanOutcome.Refused, plan.Outcome);
+        Assert.Equal("MmioWindowTooSmall", plan.Refusal!.ErrorId);
+        Assert.Contains("pdpe1gb", plan.Refusal.RecommendedAction);
+        // With the feature the same VM is fixable by width alone.
+        var withFeature = Plan(Vm(VmCpuMode.Custom, "Haswell") with { GigabytePagesFeature = true }, IntelXeon46, 0, B300());
+        Assert.Equal(new MaxPhysAddr(MaxPhysAddrMode.Emulate, 43), OnlyMaxPhysAddr(withFeature));
     }
 
     [Fact]
