@@ -133,6 +133,20 @@ public sealed class HostTopology
     /// <summary>driver_override set at boot.</summary>
     public HostTopology DriverOverride(string driver) { Last.InitialOverride = driver; return this; }
 
+    /// <summary>The last function is on vfio-pci at boot with override vfio-pci (as a persisted Enable leaves it); its host
+    /// driver stays the one given to Endpoint, which a reprobe finds after the override is cleared.</summary>
+    public HostTopology OnVfio() => OnVfio(Last.Bdf);
+
+    /// <summary>The same for any function already added.</summary>
+    public HostTopology OnVfio(string bdf)
+    {
+        var address = PciAddress.Parse(bdf);
+        var d = _devices.FirstOrDefault(x => x.Address == address) ?? throw new ArgumentException($"No function {address} in the topology.", nameof(bdf));
+        d.BootOnVfio = true;
+        d.InitialOverride = "vfio-pci";
+        return this;
+    }
+
     /// <summary>Makes the last function an SR-IOV PF: VF n is at routing id PF + offset + n*stride (same domain).</summary>
     public HostTopology Sriov(int totalVfs, int vfDeviceId, string? vfDriver, int numVfs = 0, int vfOffset = 0x10, int vfStride = 1)
     {
@@ -165,11 +179,11 @@ public sealed class HostTopology
     {
         if (string.IsNullOrWhiteSpace(root)) throw new ArgumentException("A root directory is required.", nameof(root));
         if (_built) throw new InvalidOperationException("A HostTopology builds one tree; describe a new one for another host.");
-        _built = true;
         string full = Path.GetFullPath(root).TrimEnd('/');
         if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
             throw new InvalidOperationException($"{full} is not empty; a simulated host is built into an empty directory.");
         Directory.CreateDirectory(full);
+        _built = true;
 
         var devices = _devices.ToList();
         Link(devices);
@@ -202,7 +216,7 @@ public sealed class HostTopology
         }
         foreach (var name in _loadedDrivers) drivers.First(x => x.Name == name).Loaded = true;
         var vfio = drivers.First(x => x.Name == "vfio-pci");
-        vfio.Loaded = _config.VfioLoaded || devices.Any(d => d.HostDriver == "vfio-pci");
+        vfio.Loaded = _config.VfioLoaded || devices.Any(d => d.HostDriver == "vfio-pci" || d.BootOnVfio);
         return new SimulatedKernel(full, _config, devices, drivers);
     }
 

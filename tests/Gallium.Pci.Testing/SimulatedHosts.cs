@@ -16,6 +16,8 @@ public sealed class HostOptions
     public string? VfioPciLoadFailure { get; set; }
     /// <summary>False: the kernel has no vfio-pci module at all.</summary>
     public bool VfioPciAvailable { get; set; } = true;
+    /// <summary>Functions bound to vfio-pci (override vfio-pci) at boot, as a persisted Enable leaves them, e.g. the GPU and its audio.</summary>
+    public string[] VfioDevices { get; set; } = [];
 }
 
 /// <summary>Addresses of the functions of <see cref="SimulatedHosts.Standard(string)"/> (same in every variant).</summary>
@@ -170,6 +172,7 @@ public static class SimulatedHosts
         t.RootComplex(StandardHost.Smbus, amd ? 0x1022 : 0x8086, amd ? 0x790b : 0xa323, 0x0c0500, amd ? "piix4_smbus" : "i801_smbus")
             .Revision(0x10).Mem64Bar(0, 256, prefetchable: false).IoBar(4, 32).ResetMethods("");
         t.ShareGroup(StandardHost.HostBridge, StandardHost.Lpc, StandardHost.Smbus);
+        foreach (var bdf in options.VfioDevices ?? []) t.OnVfio(bdf);
         return t;
     }
 

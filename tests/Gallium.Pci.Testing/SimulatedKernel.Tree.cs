@@ -56,9 +56,15 @@ public sealed partial class SimulatedKernel
             foreach (var dep in DriverCatalog.DependenciesOf(m)) LoadModuleFiles(dep, null);
             LoadModuleFiles(m, null);
         }
-        if (_config.IommuOn || _config.VfioLoaded) LoadModuleFiles(_config.Amd ? "kvm_amd" : "kvm_intel", null);
+        LoadModuleFiles("kvm", null);
+        LoadModuleFiles(_config.Amd ? "kvm_amd" : "kvm_intel", null);
 
-        foreach (var d in order.Where(d => d.HostDriver is not null)) Attach(LoadedDriver(d.HostDriver!)!, d);
+        foreach (var d in order.Where(d => d.BootOnVfio || d.HostDriver is not null))
+        {
+            // Without an IOMMU group vfio-pci cannot probe (REFERENCE §4.6): the device then boots driverless.
+            if (!d.BootOnVfio) Attach(LoadedDriver(d.HostDriver!)!, d);
+            else if (LoadedDriver("vfio-pci") is { } vfio && ProbeError(vfio, d) == 0) Attach(vfio, d);
+        }
         foreach (var pf in order.Where(d => d.Sriov is { InitialNumVfs: > 0 })) EnableVfs(pf, pf.Sriov!.InitialNumVfs);
 
         CreateVtConsoles();
@@ -299,6 +305,7 @@ public sealed partial class SimulatedKernel
     private void LoadModuleFiles(string module, List<SimDriver>? registered)
     {
         if (!_loadedModules.Add(module)) return;
+        _moduleOrder.Add(module);
         _tree.Text($"sys/module/{module}/initstate", "live\n");
         _tree.Text($"sys/module/{module}/refcnt", "0\n");
         // /dev/vfio/vfio is the vfio module's container device (REFERENCE §3.5: VFIO usable = IOMMU and /dev/vfio/vfio).
@@ -313,9 +320,9 @@ public sealed partial class SimulatedKernel
     private void WriteProcModules()
     {
         var sb = new StringBuilder();
-        foreach (var m in _loadedModules.Reverse())
+        foreach (var m in Enumerable.Reverse(_moduleOrder))
         {
-            string users = string.Join(',', _loadedModules.Where(o => DriverCatalog.DependenciesOf(o).Contains(m)));
+            string users = string.Join(',', _moduleOrder.Where(o => DriverCatalog.DependenciesOf(o).Contains(m)));
             sb.Append(CultureInfo.InvariantCulture, $"{m} 16384 {users.Split(',', StringSplitOptions.RemoveEmptyEntries).Length} {(users.Length == 0 ? "-" : users + ",")} Live 0x0000000000000000\n");
         }
         _tree.Text("proc/modules", sb.ToString());

@@ -20,6 +20,7 @@ public sealed partial class SimulatedKernel : ISysfs, IProcfs, IDevfs, IKernelMo
     private readonly Dictionary<string, SimDevice> _byDir = new(StringComparer.Ordinal);
     private readonly List<SimDriver> _drivers;
     private readonly HashSet<string> _loadedModules = new(StringComparer.Ordinal);
+    private readonly List<string> _moduleOrder = [];
     private readonly SortedSet<int> _groupIds = [];
     private readonly LinuxSysfs _sysView;
     private readonly LinuxProcfs _procView;

@@ -79,8 +79,11 @@ internal sealed class SimDevice
     public List<SimBar> Bars { get; } = [];
     public ulong RomSize { get; set; }
     public ulong RomStart { get; set; }
-    /// <summary>The driver bound when the host was built; also the driver that owns <see cref="Children"/>.</summary>
+    /// <summary>The device's host driver: bound at boot unless <see cref="BootOnVfio"/>, owner of <see cref="Children"/>,
+    /// and in whose id table the device is.</summary>
     public string? HostDriver { get; set; }
+    /// <summary>Bound to vfio-pci at boot (override vfio-pci), as after a previous Enable.</summary>
+    public bool BootOnVfio { get; set; }
     public string? InitialOverride { get; set; }
     public bool? AcsSetting { get; set; }
     public bool? BootVgaSetting { get; set; }
@@ -128,18 +131,26 @@ internal readonly record struct IdMatch(uint Vendor, uint Device, uint SubVendor
         (SubVendor == Any || SubVendor == d.SubVendor) && (SubDevice == Any || SubDevice == d.SubDevice) &&
         ((Class ^ d.ClassCode) & ClassMask) == 0;
 
-    /// <summary>Parses a builder id: <c>VVVV:DDDD</c>, <c>VVVV:*</c> or <c>class:CCCCCC</c> (optionally <c>class:CCCCCC/MMMMMM</c>).</summary>
+    /// <summary>Parses a builder id: <c>VVVV:DDDD</c> or <c>VVVV:*</c>, optionally <c>@CCCCCC[/MASK]</c> for a class, or
+    /// <c>class:CCCCCC[/MASK]</c> alone (mask default ffffff).</summary>
     public static IdMatch Parse(string text)
     {
         static uint Hex(string s) => uint.Parse(s, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        static (uint, uint) Class(string s)
+        {
+            string[] cm = s.Split('/');
+            return (Hex(cm[0]), cm.Length > 1 ? Hex(cm[1]) : 0xffffff);
+        }
         if (text.StartsWith("class:", StringComparison.OrdinalIgnoreCase))
         {
-            string[] cm = text[6..].Split('/');
-            return ForClass(Hex(cm[0]), cm.Length > 1 ? Hex(cm[1]) : 0xffffff);
+            var (cls, mask) = Class(text[6..]);
+            return ForClass(cls, mask);
         }
-        string[] p = text.Split(':');
-        if (p.Length != 2) throw new ArgumentException($"An id is 'VVVV:DDDD', 'VVVV:*' or 'class:CCCCCC': '{text}'.", nameof(text));
-        return new IdMatch(Hex(p[0]), p[1] == "*" ? Any : Hex(p[1]), Any, Any, 0, 0);
+        string[] at = text.Split('@');
+        string[] p = at[0].Split(':');
+        if (p.Length != 2 || at.Length > 2) throw new ArgumentException($"An id is 'VVVV:DDDD[@CCCCCC[/MASK]]', 'VVVV:*' or 'class:CCCCCC': '{text}'.", nameof(text));
+        var (c, m) = at.Length == 2 ? Class(at[1]) : (0u, 0u);
+        return new IdMatch(Hex(p[0]), p[1] == "*" ? Any : Hex(p[1]), Any, Any, c, m);
     }
 }
 
@@ -185,8 +196,8 @@ internal static class DriverCatalog
             return d;
         }
         Add("pcieport", null, managed: true, ids: ["class:060400", "class:060401"]);
-        Add("nvidia", "nvidia", ids: ["class:030000/ff0000"]).Ids[0] = new IdMatch(0x10de, IdMatch.Any, IdMatch.Any, IdMatch.Any, 0x030000, 0xff0000);
-        Add("snd_hda_intel", "snd_hda_intel", ids: ["8086:a348"]).Ids.Add(new IdMatch(0x10de, IdMatch.Any, IdMatch.Any, IdMatch.Any, 0x040300, 0xffffff));
+        Add("nvidia", "nvidia", ids: ["10de:*@030000/ff0000"]);
+        Add("snd_hda_intel", "snd_hda_intel", ids: ["8086:a348", "10de:*@040300"]);
         Add("i40e", "i40e", sriov: true, ids: ["8086:1572", "8086:1583", "8086:1584"]);
         Add("iavf", "iavf", ids: ["8086:154c", "8086:1889"]);
         Add("e1000e", "e1000e", ids: ["8086:10d3", "8086:15bc", "8086:15b8"]);
@@ -215,7 +226,6 @@ internal static class DriverCatalog
         "vfio_pci_core" => ["irqbypass", "vfio"],
         "vfio_iommu_type1" => ["vfio"],
         "kvm_intel" or "kvm_amd" => ["irqbypass", "kvm"],
-        "snd_emu10k1" or "snd_hda_intel" => [],
         _ => [],
     };
 }

@@ -239,6 +239,25 @@ public sealed class BindingTests : StandardHostTest
     }
 
     [Fact]
+    public void DevicesCanBootOnVfioAndReturnToTheirHostDrivers()
+    {
+        var k = SimulatedHosts.Standard(NewRoot("onvfio"), new HostOptions { VfioDevices = [StandardHost.Gpu, StandardHost.GpuAudio] });
+        int group = k.GroupOf(StandardHost.Gpu)!.Value;
+        Assert.Equal("vfio-pci", k.DriverOf(StandardHost.Gpu));
+        Assert.Equal("vfio-pci", k.OverrideOf(StandardHost.GpuAudio));
+        Assert.Equal([group.ToString(System.Globalization.CultureInfo.InvariantCulture), "vfio"], k.Snapshot().VfioNodes);  // ordinal order
+        foreach (var bdf in new[] { StandardHost.Gpu, StandardHost.GpuAudio })
+        {
+            k.Write(Dev(bdf, "driver_override"), "\n", Timeout);
+            k.Write(Dev(bdf, "driver/unbind"), bdf, Timeout);
+            k.Write("bus/pci/drivers_probe", bdf, Timeout);
+        }
+        Assert.Equal("nvidia", k.DriverOf(StandardHost.Gpu));
+        Assert.Equal("snd_hda_intel", k.DriverOf(StandardHost.GpuAudio));
+        Assert.Equal(["vfio"], k.Snapshot().VfioNodes);
+    }
+
+    [Fact]
     public void WithTheIommuOffVfioPciCannotProbe()
     {
         var k = SimulatedHosts.IommuOff(NewRoot("off"));
