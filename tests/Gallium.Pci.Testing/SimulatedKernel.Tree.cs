@@ -23,7 +23,9 @@ public sealed partial class SimulatedKernel
         }
         t.Text("sys/bus/pci/drivers_probe", "");
         t.Text("sys/bus/pci/drivers_autoprobe", "1\n");
-        if (_config.FirmwareIommu) t.Bytes($"sys/firmware/acpi/tables/{_config.FirmwareTable}", AcpiTable());
+        // Every ACPI machine publishes these; only the IOMMU's own table depends on the firmware setting (REFERENCE §3.5).
+        foreach (string table in new[] { "APIC", "DSDT", "FACP", "MCFG" }) t.Bytes($"sys/firmware/acpi/tables/{table}", AcpiTable(table));
+        if (_config.FirmwareIommu) t.Bytes($"sys/firmware/acpi/tables/{_config.FirmwareTable}", AcpiTable(_config.FirmwareTable));
 
         var order = Grouping.ScanOrder(_devices);
         var windows = BridgeWindows(order);
@@ -447,15 +449,15 @@ public sealed partial class SimulatedKernel
         _tree.Text("proc/net/route", ProcContent.Routes(present));
     }
 
-    private byte[] AcpiTable()
+    private byte[] AcpiTable(string signature)
     {
         var t = new byte[48];
-        Encoding.ASCII.GetBytes(_config.FirmwareTable).CopyTo(t, 0);
+        Encoding.ASCII.GetBytes(signature).CopyTo(t, 0);
         BitConverter.GetBytes(48).CopyTo(t, 4);
         t[8] = 1;
         Encoding.ASCII.GetBytes("GALLIM").CopyTo(t, 10);
         Encoding.ASCII.GetBytes("SIMHOST ").CopyTo(t, 16);
-        if (!_config.Amd) { t[36] = (byte)(_config.PhysicalAddressBits - 1); t[37] = 1; }  // host address width, INTR_REMAP
+        if (signature == "DMAR") { t[36] = (byte)(_config.PhysicalAddressBits - 1); t[37] = 1; }  // host address width, INTR_REMAP
         t[9] = (byte)((256 - t.Sum(b => b) % 256) % 256);
         return t;
     }
