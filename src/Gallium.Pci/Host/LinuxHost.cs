@@ -25,9 +25,8 @@ public sealed class Modprobe(IProcfs procfs) : IKernelModules
     public bool IsAvailable(string module)
     {
         string? release = procfs.ReadText("sys/kernel/osrelease")?.Trim();
-        if (string.IsNullOrEmpty(release)) return false;
-        string file = module.Replace('_', '-') + ".ko";
-        string alt = module.Replace('-', '_') + ".ko";
+        if (string.IsNullOrEmpty(release) || release.Contains('/')) return false;
+        string wanted = ModuleName(module);
         foreach (var list in new[] { "modules.dep", "modules.builtin" })
         {
             try
@@ -35,13 +34,19 @@ public sealed class Modprobe(IProcfs procfs) : IKernelModules
                 foreach (var line in File.ReadLines($"/lib/modules/{release}/{list}"))
                 {
                     int colon = line.IndexOf(':');
-                    string name = Path.GetFileName(colon < 0 ? line : line[..colon]);
-                    if (name.StartsWith(file, StringComparison.Ordinal) || name.StartsWith(alt, StringComparison.Ordinal)) return true;
+                    if (ModuleName(Path.GetFileName(colon < 0 ? line : line[..colon])) == wanted) return true;
                 }
             }
-            catch (IOException) { }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
         return false;
+    }
+
+    /// <summary>modprobe treats '-' and '_' alike; a file name (vfio-pci.ko.xz) names its module up to ".ko".</summary>
+    internal static string ModuleName(string name)
+    {
+        int ko = name.IndexOf(".ko", StringComparison.Ordinal);
+        return (ko < 0 ? name : name[..ko]).Replace('-', '_');
     }
 
     public string? Load(string module)

@@ -1,0 +1,196 @@
+using System.Globalization;
+
+namespace Gallium.Pci.Host;
+
+/// <summary>Reads the PCI functions and IOMMU groups the kernel shows in sysfs (REFERENCE §3.1–§3.5), with names from pci.ids.
+/// Each read is one pass: one directory listing per function, each attribute file read at most once, and only the files
+/// the listing shows. A function whose directory vanishes while it is read (hot-unplug) is left out.</summary>
+public sealed class DeviceInventory
+{
+    private const string DevicesDir = "bus/pci/devices";
+    private const string GroupsDir = "kernel/iommu_groups";
+
+    private readonly ISysfs _sysfs;
+
+    /// <param name="names">A shared pci.ids database (it parses once, on first use); by default one over the host's PciIdsPath.</param>
+    public DeviceInventory(HostContext host, PciIds? names = null)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        _sysfs = host.Sysfs;
+        Names = names ?? new PciIds(host.PciIdsPath);
+    }
+
+    public PciIds Names { get; }
+
+    /// <summary>The IOMMU is on when the kernel has at least one IOMMU group (libvirt's virHostHasIOMMU, REFERENCE §3.5).</summary>
+    public bool IommuOn => _sysfs.List(GroupsDir).Count > 0;
+
+    /// <summary>Every PCI function, sorted by address.</summary>
+    public IReadOnlyList<PciDevice> ReadAll()
+    {
+        var names = _sysfs.List(DevicesDir);
+        var devices = new List<PciDevice>(names.Count);
+        foreach (string name in names)
+        {
+            if (!PciAddress.TryParse(name, out var address)) continue;
+            if (ReadDevice(address, name) is { } device) devices.Add(device);
+        }
+        devices.Sort(static (a, b) => a.Address.CompareTo(b.Address));
+        return devices;
+    }
+
+    /// <summary>One function; null when the host has no such function.</summary>
+    public PciDevice? Read(PciAddress address) => ReadDevice(address, address.ToString());
+
+    /// <summary>The IOMMU groups that hold PCI functions, sorted by number, each with its functions sorted by address.
+    /// Empty when the IOMMU is off.</summary>
+    public IReadOnlyList<IommuGroup> ReadGroups()
+    {
+        var byGroup = new SortedDictionary<int, List<PciDevice>>();
+        foreach (var device in ReadAll())
+        {
+            if (device.IommuGroup is not { } id) continue;
+            if (!byGroup.TryGetValue(id, out var members)) byGroup[id] = members = [];
+            members.Add(device);
+        }
+        return byGroup.Select(g => MakeGroup(g.Key, g.Value)).ToArray();
+    }
+
+    /// <summary>One IOMMU group with its PCI functions; null when there is no such group or it holds no PCI function.</summary>
+    public IommuGroup? ReadGroup(int id)
+    {
+        if (id < 0) return null;
+        var members = new List<PciDevice>();
+        foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
+        {
+            // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
+            if (PciAddress.TryParse(name, out var address) && ReadDevice(address, name) is { } device) members.Add(device);
+        }
+        if (members.Count == 0) return null;
+        members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
+        return MakeGroup(id, members);
+    }
+
+    private IommuGroup MakeGroup(int id, List<PciDevice> members) => new()
+    {
+        Id = id,
+        Devices = members,
+        Type = _sysfs.ReadText($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/type")?.Trim() is { Length: > 0 } t ? t : null,
+    };
+
+    private PciDevice? ReadDevice(PciAddress address, string name)
+    {
+        string dir = DevicesDir + "/" + name;
+        var entries = _sysfs.List(dir);
+        if (entries.Count == 0) return null;  // no such function, or it was just removed
+
+        var present = Attributes.None;
+        List<(int Index, string Entry)>? virtfns = null;
+        foreach (string entry in entries)
+        {
+            present |= entry switch
+            {
+                "vendor" => Attributes.Vendor,
+                "device" => Attributes.Device,
+                "subsystem_vendor" => Attributes.SubsystemVendor,
+                "subsystem_device" => Attributes.SubsystemDevice,
+                "class" => Attributes.Class,
+                "revision" => Attributes.Revision,
+                "driver" => Attributes.Driver,
+                "driver_override" => Attributes.DriverOverride,
+                "iommu_group" => Attributes.IommuGroup,
+                "numa_node" => Attributes.NumaNode,
+                "resource" => Attributes.Resource,
+                "reset_method" => Attributes.ResetMethod,
+                "boot_vga" => Attributes.BootVga,
+                "sriov_totalvfs" => Attributes.SriovTotalVfs,
+                "physfn" => Attributes.PhysFn,
+                "pci_bus" => Attributes.PciBus,
+                _ => Attributes.None,
+            };
+            // virtfn<N> links: one per enabled VF (REFERENCE §3.2).
+            if (entry.StartsWith("virtfn", StringComparison.Ordinal)
+                && int.TryParse(entry.AsSpan(6), NumberStyles.None, CultureInfo.InvariantCulture, out int n))
+                (virtfns ??= []).Add((n, entry));
+        }
+
+        string? Text(Attributes a, string file) => (present & a) != 0 ? _sysfs.ReadText(dir + "/" + file) : null;
+        string? Link(Attributes a, string file) => (present & a) != 0 ? _sysfs.ReadLink(dir + "/" + file) : null;
+
+        // vendor and device identify the function; if they cannot be read, it is gone.
+        if (SysfsFormat.ParseId(Text(Attributes.Vendor, "vendor")) is not { } vendor) return null;
+        if (SysfsFormat.ParseId(Text(Attributes.Device, "device")) is not { } deviceId) return null;
+
+        uint classCode = SysfsFormat.ParseClass(Text(Attributes.Class, "class")) ?? 0;
+        string? driver = SysfsFormat.LinkName(Link(Attributes.Driver, "driver"));
+
+        IReadOnlyList<PciAddress> vfs = [];
+        if (virtfns is not null)
+        {
+            virtfns.Sort(static (a, b) => a.Index.CompareTo(b.Index));
+            var list = new List<PciAddress>(virtfns.Count);
+            foreach (var (_, entry) in virtfns)
+            {
+                if (SysfsFormat.ParseDeviceLink(_sysfs.ReadLink(dir + "/" + entry)) is { } vf) list.Add(vf);
+            }
+            vfs = list;
+        }
+
+        byte baseClass = SysfsFormat.BaseClass(classCode);
+        return new PciDevice
+        {
+            Address = address,
+            VendorId = vendor,
+            DeviceId = deviceId,
+            SubsystemVendorId = SysfsFormat.ParseId(Text(Attributes.SubsystemVendor, "subsystem_vendor")) ?? 0,
+            SubsystemDeviceId = SysfsFormat.ParseId(Text(Attributes.SubsystemDevice, "subsystem_device")) ?? 0,
+            ClassCode = classCode,
+            ClassName = Names.ClassName(classCode) ?? "",
+            BaseClassName = Names.BaseClassName(baseClass) ?? "",
+            VendorName = Names.VendorName(vendor) ?? "",
+            DeviceName = Names.DeviceName(vendor, deviceId) ?? "",
+            Revision = SysfsFormat.ParseRevision(Text(Attributes.Revision, "revision")) ?? 0,
+            Driver = driver,
+            DriverOverride = SysfsFormat.ParseDriverOverride(Text(Attributes.DriverOverride, "driver_override")),
+            IommuGroup = SysfsFormat.ParseIommuGroupLink(Link(Attributes.IommuGroup, "iommu_group")),
+            NumaNode = SysfsFormat.ParseNumaNode(Text(Attributes.NumaNode, "numa_node")),
+            Bars = SysfsFormat.ParseResource(Text(Attributes.Resource, "resource")),
+            // A bridge class, or a subordinate bus (pci_bus/ exists only under functions with header type 1 or 2): the
+            // kernel's own bridge test, read from the listing we already have instead of a config-space read per function.
+            IsBridge = SysfsFormat.IsBridgeClass(classCode) || (present & Attributes.PciBus) != 0,
+            IsBootVga = SysfsFormat.ParseBootVga(Text(Attributes.BootVga, "boot_vga")),
+            PhysicalFunction = SysfsFormat.ParseDeviceLink(Link(Attributes.PhysFn, "physfn")),
+            VirtualFunctions = vfs,
+            SriovTotalVfs = SysfsFormat.ParseSriovTotalVfs(Text(Attributes.SriovTotalVfs, "sriov_totalvfs")),
+            ResetMethods = SysfsFormat.ParseResetMethods(Text(Attributes.ResetMethod, "reset_method")),
+            PassthroughState = driver switch
+            {
+                null => PassthroughState.Unbound,
+                "vfio-pci" => PassthroughState.Enabled,
+                _ => PassthroughState.Host,
+            },
+        };
+    }
+
+    [Flags]
+    private enum Attributes
+    {
+        None = 0,
+        Vendor = 1 << 0,
+        Device = 1 << 1,
+        SubsystemVendor = 1 << 2,
+        SubsystemDevice = 1 << 3,
+        Class = 1 << 4,
+        Revision = 1 << 5,
+        Driver = 1 << 6,
+        DriverOverride = 1 << 7,
+        IommuGroup = 1 << 8,
+        NumaNode = 1 << 9,
+        Resource = 1 << 10,
+        ResetMethod = 1 << 11,
+        BootVga = 1 << 12,
+        SriovTotalVfs = 1 << 13,
+        PhysFn = 1 << 14,
+        PciBus = 1 << 15,
+    }
+}
