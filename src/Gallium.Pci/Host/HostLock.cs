@@ -110,6 +110,7 @@ internal static class SecureDirectory
 {
     public static void Ensure(string path, UnixFileMode createMode)
     {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("Gallium changes Linux hosts only.");
         if (!Native.TryLstat(path, out _, out _, out _))
         {
             try { Directory.CreateDirectory(path, createMode); }

@@ -68,6 +68,7 @@ public sealed class PassthroughPersistence
     /// <summary>Replaces <paramref name="path"/> atomically: readers see the old file or the new one, never a partial one.</summary>
     public void WriteFile(string path, string content, UnixFileMode mode, Action<string>? narrate = null)
     {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("Gallium changes Linux hosts only.");
         string dir = Path.GetDirectoryName(path)!;
         // Our own config directory is checked too: whoever can replace pci.d can replace the records.
         if (dir == RecordsDirectory) SecureDirectory.Ensure(Paths.ConfigDirectory, DirectoryMode);
