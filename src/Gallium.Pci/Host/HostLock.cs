@@ -70,12 +70,9 @@ public sealed class HostLock : IDisposable
     /// <summary>The PID the current holder wrote, or null when the file is empty (it is between truncate and write).</summary>
     private static int? ReadHolder(string path)
     {
-        try
-        {
-            string text = File.ReadAllText(path).Trim();
-            return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) ? pid : null;
-        }
-        catch (IOException) { return null; }
+        // Raw open/read: any .NET FileStream takes flock(LOCK_SH|LOCK_NB) to emulate FileShare, which the holder's LOCK_EX refuses.
+        string? text = Native.ReadSmallFile(path);
+        return int.TryParse(text?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) ? pid : null;
     }
 
     /// <summary>Releases the lock: empties the PID and closes the descriptor (closing drops the flock).</summary>
@@ -166,7 +163,24 @@ internal static class Native
     public static extern nint pwrite(int fd, byte[] buf, nint count, long offset);
 
     [DllImport("libc", SetLastError = true)]
+    public static extern nint pread(int fd, byte[] buf, nint count, long offset);
+
+    [DllImport("libc", SetLastError = true)]
     public static extern int fsync(int fd);
+
+    /// <summary>The first 4 KiB of a file as text, read with plain open/pread (no .NET share-mode flock); null when it cannot be opened.</summary>
+    public static string? ReadSmallFile(string path)
+    {
+        int fd = open(path, O_CLOEXEC | O_NOFOLLOW /* O_RDONLY = 0 */, 0);
+        if (fd < 0) return null;
+        try
+        {
+            byte[] buf = new byte[4096];
+            nint n = pread(fd, buf, buf.Length, 0);
+            return n < 0 ? null : System.Text.Encoding.UTF8.GetString(buf, 0, (int)n);
+        }
+        finally { _ = close(fd); }
+    }
 
     [DllImport("libc", SetLastError = true)]
     public static extern int close(int fd);
