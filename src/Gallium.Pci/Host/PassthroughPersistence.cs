@@ -65,11 +65,15 @@ public sealed class PassthroughPersistence
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
-    /// <summary>Replaces <paramref name="path"/> atomically: readers see the old file or the new one, never a partial one.</summary>
-    public void WriteFile(string path, string content, UnixFileMode mode, Action<string>? narrate = null)
+    /// <summary>Replaces <paramref name="path"/> atomically: readers see the old file or the new one, never a partial one.
+    /// Returns the directories it had to create, outermost first (so an undo can remove them again).</summary>
+    public IReadOnlyList<string> WriteFile(string path, string content, UnixFileMode mode, Action<string>? narrate = null)
     {
         if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("Gallium changes Linux hosts only.");
         string dir = Path.GetDirectoryName(path)!;
+        var created = new List<string>();
+        for (string? d = dir; !string.IsNullOrEmpty(d) && !Native.TryLstat(d, out _, out _, out _); d = Path.GetDirectoryName(d))
+            created.Insert(0, d);
         // Our own config directory is checked too: whoever can replace pci.d can replace the records.
         if (dir == RecordsDirectory) SecureDirectory.Ensure(Paths.ConfigDirectory, DirectoryMode);
         SecureDirectory.Ensure(dir, DirectoryMode);
@@ -97,6 +101,20 @@ public sealed class PassthroughPersistence
             throw new PersistenceWriteException(path, e);
         }
         SyncDirectory(dir);
+        return created;
+    }
+
+    /// <summary>Removes directories (innermost first) that are empty; one still holding anything stays.</summary>
+    public void RemoveEmptyDirectories(IReadOnlyList<string> directories, Action<string>? narrate = null)
+    {
+        for (int i = directories.Count - 1; i >= 0; i--)
+        {
+            string d = directories[i];
+            if (!Directory.Exists(d) || Directory.EnumerateFileSystemEntries(d).Any()) continue;
+            narrate?.Invoke($"rmdir {d}");
+            try { Directory.Delete(d); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PersistenceWriteException(d, e); }
+        }
     }
 
     /// <summary>Removes a persisted file (unlink: a symbolic link is removed, never followed). Absent is fine.</summary>

@@ -53,7 +53,7 @@ public sealed class PassthroughPlanner
         if (critical.Count > 0 && !allowHostCritical) throw new PciDeviceHostCriticalException(group.Id, critical);
 
         var changes = group.Devices.Select(d => d.IsBridge
-                ? new DeviceChange(d, DeviceChangeKind.Stays, d.Driver, d.Driver, $"{Describe(d)}: stays on {d.Driver ?? "no driver"}")
+                ? new DeviceChange(d, DeviceChangeKind.Stays, d.Driver, d.Driver, $"{Describe(d)}: {Stays(d)}")
                 : d.Driver == DriverBinder.VfioPci
                     ? new DeviceChange(d, DeviceChangeKind.Stays, d.Driver, d.Driver, $"{Describe(d)}: already on vfio-pci")
                     : new DeviceChange(d, DeviceChangeKind.ToVfioPci, d.Driver, DriverBinder.VfioPci,
@@ -102,7 +102,7 @@ public sealed class PassthroughPlanner
         var changes = group.Devices.Select(d => !d.IsBridge && Releases(d) && (d.Driver is null or DriverBinder.VfioPci)
                 ? new DeviceChange(d, DeviceChangeKind.ToHostDriver, d.Driver, null, $"{Describe(d)}: {d.Driver ?? "no driver"} -> host driver")
                 : new DeviceChange(d, DeviceChangeKind.Stays, d.Driver, d.Driver,
-                    $"{Describe(d)}: stays on {d.Driver ?? "no driver"}"
+                    $"{Describe(d)}: {Stays(d)}"
                     + (!d.IsBridge && d.DriverOverride == DriverBinder.VfioPci ? " (its vfio-pci override is cleared)" : "")))
             .ToArray();
 
@@ -149,6 +149,8 @@ public sealed class PassthroughPlanner
             .Select(a => new MemberState(a, binder.CurrentDriver(a), binder.DriverOverride(a)))
             .ToArray();
     }
+
+    private static string Stays(PciDevice d) => d.Driver is null ? "stays without a driver" : $"stays on {d.Driver}";
 
     /// <summary>"0000:01:00.0 NVIDIA Corporation AD102 [GeForce RTX 4090] (VGA compatible controller)".</summary>
     internal static string Describe(PciDevice d)
@@ -241,19 +243,22 @@ public sealed class PassthroughPlanner
     private PlanStep WriteFileStep(PciAddress? a, string description, string path, string content, UnixFileMode mode)
     {
         string? previous = null;
-        bool done = false;
+        IReadOnlyList<string>? createdDirectories = null;
         return new PlanStep(StepKind.Persist, a, description,
             n =>
             {
                 previous = _persistence.ReadFile(path);
-                _persistence.WriteFile(path, content, mode, n);
-                done = true;
+                createdDirectories = _persistence.WriteFile(path, content, mode, n);
             },
             n =>
             {
-                if (!done) return;
-                if (previous is null) _persistence.RemoveFile(path, n);
-                else _persistence.WriteFile(path, previous, mode, n);
+                if (createdDirectories is null) return;
+                if (previous is not null) _persistence.WriteFile(path, previous, mode, n);
+                else
+                {
+                    _persistence.RemoveFile(path, n);
+                    _persistence.RemoveEmptyDirectories(createdDirectories, n);
+                }
             },
             path);
     }
