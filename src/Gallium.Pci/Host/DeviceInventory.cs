@@ -28,19 +28,49 @@ public sealed class DeviceInventory
     /// <summary>Every PCI function, sorted by address.</summary>
     public IReadOnlyList<PciDevice> ReadAll()
     {
-        var names = _sysfs.List(DevicesDir);
-        var devices = new List<PciDevice>(names.Count);
-        foreach (string name in names)
+        var found = new List<(PciAddress Address, string Name)>();
+        foreach (string name in _sysfs.List(DevicesDir))
         {
-            if (!PciAddress.TryParse(name, out var address)) continue;
-            if (ReadDevice(address, name) is { } device) devices.Add(device);
+            if (PciAddress.TryParse(name, out var address)) found.Add((address, name));
         }
-        devices.Sort(static (a, b) => a.Address.CompareTo(b.Address));
+        found.Sort(static (a, b) => a.Address.CompareTo(b.Address));
+
+        // pci.ids parses on a worker while sysfs is read: the first inventory of a process costs the larger of the two, not the sum.
+        var namesLoaded = Names.IsLoaded ? null : Task.Run(Names.Load);
+        var read = new PciDevice?[found.Count];
+        if (found.Count < ParallelThreshold)
+        {
+            for (int i = 0; i < found.Count; i++) read[i] = ReadDevice(found[i].Address, found[i].Name);
+        }
+        else
+        {
+            // Each function is independent and each read is a syscall that may wait on the device: spread them over the cores.
+            var options = new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) };
+            Parallel.For(0, found.Count, options, i => read[i] = ReadDevice(found[i].Address, found[i].Name));
+        }
+        namesLoaded?.Wait();
+
+        var devices = new List<PciDevice>(found.Count);
+        foreach (var device in read)
+        {
+            if (device is not null) devices.Add(Named(device));
+        }
         return devices;
     }
 
     /// <summary>One function; null when the host has no such function.</summary>
-    public PciDevice? Read(PciAddress address) => ReadDevice(address, address.ToString());
+    public PciDevice? Read(PciAddress address) => ReadDevice(address, address.ToString()) is { } d ? Named(d) : null;
+
+    /// <summary>Below this many functions a sequential read beats starting parallel workers.</summary>
+    private const int ParallelThreshold = 48;
+
+    private PciDevice Named(PciDevice d) => d with
+    {
+        ClassName = Names.ClassName(d.ClassCode) ?? "",
+        BaseClassName = Names.BaseClassName(SysfsFormat.BaseClass(d.ClassCode)) ?? "",
+        VendorName = Names.VendorName(d.VendorId) ?? "",
+        DeviceName = Names.DeviceName(d.VendorId, d.DeviceId) ?? "",
+    };
 
     /// <summary>The IOMMU groups that hold PCI functions, sorted by number, each with its functions sorted by address.
     /// Empty when the IOMMU is off.</summary>
@@ -64,7 +94,7 @@ public sealed class DeviceInventory
         foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
         {
             // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
-            if (PciAddress.TryParse(name, out var address) && ReadDevice(address, name) is { } device) members.Add(device);
+            if (PciAddress.TryParse(name, out var address) && ReadDevice(address, name) is { } device) members.Add(Named(device));
         }
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
@@ -78,6 +108,7 @@ public sealed class DeviceInventory
         Type = _sysfs.ReadText($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/type")?.Trim() is { Length: > 0 } t ? t : null,
     };
 
+    /// <summary>The function's sysfs facts, without names (<see cref="Named"/> adds them).</summary>
     private PciDevice? ReadDevice(PciAddress address, string name)
     {
         string dir = DevicesDir + "/" + name;
@@ -136,7 +167,6 @@ public sealed class DeviceInventory
             vfs = list;
         }
 
-        byte baseClass = SysfsFormat.BaseClass(classCode);
         return new PciDevice
         {
             Address = address,
@@ -145,10 +175,6 @@ public sealed class DeviceInventory
             SubsystemVendorId = SysfsFormat.ParseId(Text(Attributes.SubsystemVendor, "subsystem_vendor")) ?? 0,
             SubsystemDeviceId = SysfsFormat.ParseId(Text(Attributes.SubsystemDevice, "subsystem_device")) ?? 0,
             ClassCode = classCode,
-            ClassName = Names.ClassName(classCode) ?? "",
-            BaseClassName = Names.BaseClassName(baseClass) ?? "",
-            VendorName = Names.VendorName(vendor) ?? "",
-            DeviceName = Names.DeviceName(vendor, deviceId) ?? "",
             Revision = SysfsFormat.ParseRevision(Text(Attributes.Revision, "revision")) ?? 0,
             Driver = driver,
             DriverOverride = SysfsFormat.ParseDriverOverride(Text(Attributes.DriverOverride, "driver_override")),

@@ -23,6 +23,12 @@ public sealed class PciIds
     /// <summary>True once loaded when the file gave at least one vendor (forces the load).</summary>
     public bool HasNames => _db.Value.VendorCount > 0;
 
+    /// <summary>True once the file has been parsed (or found missing); lookups then never wait.</summary>
+    public bool IsLoaded => _db.IsValueCreated;
+
+    /// <summary>Parses the file now if that has not happened yet (e.g. on a worker while sysfs is being read).</summary>
+    public void Load() => _ = _db.Value;
+
     /// <summary>How long the one parse took (forces the load); for benchmarks and reports.</summary>
     public TimeSpan LoadTime => _db.Value.LoadTime;
 
@@ -121,7 +127,8 @@ public sealed class PciIds
         /// <summary>The grammar of pciutils lib/names-parse.c: nesting by leading tabs; top level is a vendor (<c>vvvv  name</c>),
         /// a class block (<c>C cc  name</c>), a generic subsystem block (<c>S vvvv</c>) or another letter block, skipped.
         /// Malformed lines are skipped (lspci would reject the whole file); the first of duplicate entries wins.</summary>
-        private void Parse()
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+        private void Parse()  // optimized on first call: tier-0 code would double the one parse a process does
         {
             var all = _text.AsSpan();
             int pos = 0;

@@ -103,7 +103,7 @@ public sealed class ReadinessProbe(HostContext host)
             if (intelOff.Length > 0) steps.Add($"replace {Quote(intelOff)} with intel_iommu=on");
             if (others.Length > 0) steps.Add($"remove {Quote(others)}");
             string what = string.Join(" and ", steps);
-            string remedy = $"{char.ToUpperInvariant(what[0])}{what[1..]} on the kernel command line: {GrubHowTo}.";
+            string remedy = $"In the kernel command line, {what}: {GrubHowTo}.";
             return (IommuProblem.DisabledOnKernelCommandLine, remedy,
                 $"The IOMMU is turned off on the kernel command line by {Quote(offenders)}.");
         }
