@@ -19,6 +19,8 @@
         'Get-GalliumPciDevice'
         'Get-GalliumIommuGroup'
         'Test-GalliumPciPassthrough'
+        'Enable-GalliumPciPassthrough'
+        'Disable-GalliumPciPassthrough'
         'Get-GalliumVmPciDevice'
         'Add-GalliumVmPciDevice'
         'Remove-GalliumVmPciDevice'

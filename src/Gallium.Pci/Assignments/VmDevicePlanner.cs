@@ -2,6 +2,7 @@ using System.Xml.Linq;
 using Gallium.Pci.Host;
 using Gallium.Pci.Libvirt;
 using Gallium.Pci.Mmio;
+using Gallium.Pci.Passthrough;
 
 namespace Gallium.Pci.Assignments;
 
@@ -132,12 +133,9 @@ public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory,
     private (PciDevice Device, IommuGroup Group) ReadGroup(PciAddress address)
     {
         var device = inventory.Read(address) ?? throw new PciDeviceNotFoundException(address);
-        if (device.IsBridge)
-            throw new GalliumException("PciDeviceIsBridge", ErrorKind.InvalidArgument,
-                $"{address} is a bridge; only endpoint functions can be given to a VM (REFERENCE §4.5).", address.ToString());
+        if (device.IsBridge) throw new PciDeviceIsBridgeException(address, device.Driver);
         if (device.IommuGroup is not int id || inventory.ReadGroup(id) is not { } group)
-            throw new GalliumException("PciDeviceNotInIommuGroup", ErrorKind.NotEnabled,
-                $"{address} is in no IOMMU group: the IOMMU is off. Run Test-GalliumPciPassthrough.", address.ToString());
+            throw new PciDeviceNotInIommuGroupException(address);
         return (device, group);
     }
 

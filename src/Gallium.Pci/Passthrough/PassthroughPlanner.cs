@@ -127,7 +127,7 @@ public sealed class PassthroughPlanner
 
     private (PciDevice Device, IommuGroup Group) ReadGroupOf(PciAddress address)
     {
-        if (!_host.Identity.IsRoot) throw new RootRequiredException(address.ToString());
+        // No root check here: planning only reads, so -WhatIf works unprivileged; PlanRunner refuses before any write.
         var inventory = new DeviceInventory(_host, _names);
         if (!inventory.IommuOn) throw new IommuNotEnabledException(new ReadinessProbe(_host).Probe(), address.ToString());
         var device = inventory.Read(address) ?? throw new PciDeviceNotFoundException(address);

@@ -89,13 +89,14 @@ public sealed class PassthroughPlannerTests
     }
 
     [Fact]
-    public void Not_root_is_refused_before_anything_else()
+    public void Not_root_can_plan_for_WhatIf_but_running_is_refused_before_anything_changes()
     {
         using var host = new SimHost(root: false);
-        var e = Assert.Throws<RootRequiredException>(() => host.Planner.PlanEnable(A(StandardHost.Gpu)));
+        var plan = host.Planner.PlanEnable(A(StandardHost.Gpu));
+        Assert.NotEmpty(plan.Changes);
+        var e = Assert.Throws<RootRequiredException>(() => new PlanRunner(host.Kernel.CreateContext(isRoot: false)).Run(plan));
         Assert.Equal("RootRequired", e.ErrorId);
         Assert.Equal(ErrorKind.PermissionDenied, e.Kind);
-        Assert.Throws<RootRequiredException>(() => host.Planner.PlanDisable(A(StandardHost.Gpu)));
         Assert.Equal(0, host.Kernel.WriteCount);
     }
 

@@ -1,0 +1,139 @@
+using System.Management.Automation;
+using Gallium.Pci;
+using Gallium.Pci.Host;
+using Gallium.Pci.Passthrough;
+using Gallium.PciPassthrough.Completers;
+
+namespace Gallium.PciPassthrough;
+
+/// <summary>Shared shell of Enable/Disable-GalliumPciPassthrough: takes addresses, devices or groups, plans the whole
+/// IOMMU group in the core, asks (one -WhatIf line per device, one -Confirm prompt per group), runs, and re-reads.</summary>
+public abstract class PassthroughCommandBase : GalliumCmdlet
+{
+    protected const string AddressSet = "Address";
+    protected const string DeviceSet = "InputObject";
+    protected const string GroupSet = "IommuGroup";
+
+    [Parameter(ParameterSetName = AddressSet, Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(PciAddressCompleter))]
+    public string[] Address { get; set; } = [];
+
+    [Parameter(ParameterSetName = DeviceSet, Mandatory = true, ValueFromPipeline = true)]
+    [ValidateNotNullOrEmpty]
+    public PciDevice[] InputObject { get; set; } = [];
+
+    [Parameter(ParameterSetName = GroupSet, Mandatory = true, ValueFromPipeline = true)]
+    [ValidateNotNullOrEmpty]
+    public IommuGroup[] IommuGroup { get; set; } = [];
+
+    /// <summary>Write the re-read devices of the group after the change.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    /// <summary>"Enable PCI passthrough" / "Disable PCI passthrough": the ShouldProcess action.</summary>
+    protected abstract string Action { get; }
+    protected abstract PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address);
+    protected abstract string NoOpMessage(PassthroughPlan plan);
+    /// <summary>Who to ask whether VMs hold the group; Enable needs no one.</summary>
+    protected virtual IAssignmentLookup Assignments => NoAssignments.Instance;
+
+    private readonly HashSet<int> _groupsDone = [];
+    private PassthroughPlanner? _planner;
+    private PlanRunner? _runner;
+
+    protected override void ProcessRecord()
+    {
+        foreach (var address in Targets())
+        {
+            try { Process(address); }
+            catch (GalliumException e) when (IsPrerequisite(e)) { ThrowTerminatingError(e); }
+            catch (GalliumException e) { WriteError(e); }
+        }
+    }
+
+    private IEnumerable<PciAddress> Targets()
+    {
+        switch (ParameterSetName)
+        {
+            case DeviceSet:
+                foreach (var d in InputObject) yield return d.Address;
+                break;
+            case GroupSet:
+                foreach (var g in IommuGroup)
+                    if (g.Devices.Count > 0) yield return g.Devices[0].Address;
+                break;
+            default:
+                foreach (string text in Address)
+                {
+                    if (PciAddress.TryParse(text.Trim(), out var a)) yield return a;
+                    else WriteError(new PciAddressInvalidException(text));
+                }
+                break;
+        }
+    }
+
+    private void Process(PciAddress address)
+    {
+        _planner ??= new PassthroughPlanner(HostContext, Assignments, NameDatabases.For(HostContext.PciIdsPath));
+        var plan = Plan(_planner, address);
+        int group = plan.IommuGroup.Id;
+        if (!_groupsDone.Add(group))
+        {
+            WriteVerbose($"IOMMU group {group} was already handled by this command ({address} is in it).");
+            return;
+        }
+        if (plan.IsNoOp)
+        {
+            WriteVerbose(NoOpMessage(plan));
+            if (PassThru) WriteGroup(group);
+            return;
+        }
+        if (!ShouldProcessGroup(plan)) return;
+        _runner ??= new PlanRunner(HostContext);
+        int total = plan.Steps.Count, done = 0;
+        var progress = new ProgressRecord(1, $"{Action}: IOMMU group {group}", "Starting") { PercentComplete = 0 };
+        _runner.Run(plan, message =>
+        {
+            WriteVerbose(message);
+            if (total > 4)
+            {
+                progress.StatusDescription = message;
+                progress.PercentComplete = Math.Min(99, 100 * ++done / total);
+                WriteProgress(progress);
+            }
+        });
+        if (total > 4) { progress.RecordType = ProgressRecordType.Completed; WriteProgress(progress); }
+        if (PassThru) WriteGroup(group);
+    }
+
+    // -WhatIf: one "What if:" line per device of the group. -Confirm: one prompt per group, listing every device.
+    private bool ShouldProcessGroup(PassthroughPlan plan)
+    {
+        var lines = plan.Changes.Select(c => $"{Action}: {c.Description}").ToArray();
+        string warning = $"{Action} for IOMMU group {plan.IommuGroup.Id}? Every device of the group is affected:{Environment.NewLine}"
+            + string.Join(Environment.NewLine, plan.Changes.Select(c => "  " + c.Description));
+        if (ShouldProcess(lines[0], warning, Action, out ShouldProcessReason reason)) return true;
+        if (reason == ShouldProcessReason.WhatIf)
+            foreach (string line in lines.Skip(1)) ShouldProcess(line, warning, Action);
+        return false;
+    }
+
+    private void WriteGroup(int id)
+    {
+        var group = NewInventory().ReadGroup(id);
+        if (group is not null) WriteObject(group.Devices, enumerateCollection: true);
+    }
+
+    // Host-level prerequisites stop the whole command; anything about one device is reported and the next one goes on.
+    private static bool IsPrerequisite(GalliumException e) =>
+        e.ErrorId is "RootRequired" or "IommuNotEnabled" or "VfioPciUnavailable" or "HostLockTimeout" or "HostPathUnsafe"
+            or "LibvirtConnectionFailed" or "LibvirtNotInstalled";
+}
+
+/// <summary>Used where no assignment source applies (Enable never needs one).</summary>
+internal sealed class NoAssignments : IAssignmentLookup
+{
+    public static NoAssignments Instance { get; } = new();
+    public IReadOnlyList<string> VmsReferencing(IReadOnlyCollection<PciAddress> addresses) => [];
+}
