@@ -17,7 +17,7 @@ BeforeAll {
             "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader><nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'/>"
         } else { '' }
         $xml = "<domain type='qemu'><name>$([System.Security.SecurityElement]::Escape($name))</name><memory unit='MiB'>64</memory>" +
-            "<os><type arch='x86_64' machine='q35'>hvm</type>$os</os><devices></devices></domain>"
+            "<os><type arch='x86_64' machine='q35'>hvm</type>$os</os><features><acpi/></features><devices></devices></domain>"
         $script:libvirt.DefineDomain($xml) | Out-Null
         $name
     }
