@@ -14,6 +14,19 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
     [ValidateNotNullOrEmpty]
     public string? Uri { get; set; }
 
+    /// <summary>Device checks read this machine's sysfs, so a command that joins them with VM definitions must talk to
+    /// this machine's libvirt; another host is reached with Invoke-Command, where the module runs next to its kernel.</summary>
+    protected void RequireLocalLibvirt()
+    {
+        string uri = LibvirtUri.Resolve(Uri);
+        if (LibvirtUri.IsLocal(uri)) return;
+        ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
+            $"'{uri}' is another host's libvirt, but {MyInvocation.MyCommand.Name} checks devices in this machine's sysfs.", uri)
+        {
+            RecommendedAction = $"Run it on that host: Invoke-Command -HostName <host> {{ {MyInvocation.MyCommand.Name} ... }}",
+        });
+    }
+
     protected ILibvirt OpenLibvirt(bool readOnly = false)
     {
         WriteVerbose($"libvirt: connect to {LibvirtUri.Resolve(Uri)}{(readOnly ? " (read-only)" : "")}");

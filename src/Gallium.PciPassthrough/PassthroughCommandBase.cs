@@ -61,7 +61,7 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
                 break;
             case GroupSet:
                 foreach (var g in IommuGroup)
-                    if (g.Devices.Count > 0) yield return g.Devices[0].Address;
+                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member) yield return member.Address;
                 break;
             default:
                 foreach (string text in Address)

@@ -34,13 +34,19 @@ $env:GALLIUM_REPO = $repo.Path
 
 Import-Module (Find-Pester) -Force
 $config = New-PesterConfiguration
-$config.Run.Path = $Path
+$config.Run.Path = @($Path | ForEach-Object { $_ -split ',' } | Where-Object { $_ })   # -File passes a, b as one string
 $config.Run.PassThru = $true
 $config.Output.Verbosity = 'Detailed'
 if ($Tag) { $config.Filter.Tag = $Tag }
 if ($ExcludeTag) { $config.Filter.ExcludeTag = $ExcludeTag }
 $result = Invoke-Pester -Configuration $config
 
+# A run that produced no result, or ran nothing at all, is a failure, never a silent pass.
+if ($null -eq $result -or ($result.TotalCount -eq 0 -and $result.FailedContainersCount -eq 0)) {
+    Write-Host 'Pester ran no test (no result, or no container matched): counted as 1 failure.'
+    Write-Host ('GALLIUM-PESTER-RESULT ' + (@{ Passed = 0; Failed = 1; Skipped = 0 } | ConvertTo-Json -Compress))
+    exit 1
+}
 # A container or block that failed outside an It (BeforeAll, discovery) counts as a failure too.
 $failed = $result.FailedCount + $result.FailedBlocksCount + $result.FailedContainersCount
 $summary = [ordered]@{ Passed = $result.PassedCount; Failed = $failed; Skipped = $result.SkippedCount }

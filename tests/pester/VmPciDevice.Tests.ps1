@@ -184,6 +184,25 @@ Describe 'Add refuses what it must' {
         Get-VmXml $vm | Should -Be $before
     }
 
+    It 'a VM name that is no VM is VmNotFound in Get-GalliumVmPciDevice too; a wildcard matching none is quiet' {
+        Get-GalliumVmPciDevice -VmName "$prefix-nosuch" -ErrorVariable errs -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'VmNotFound,*'
+        Get-GalliumVmPciDevice -VmName "$prefix-nosuch*" -ErrorVariable errs2 | Should -BeNullOrEmpty
+        $errs2 | Should -BeNullOrEmpty
+    }
+
+    It 'refuses another host''s libvirt for commands that join VM definitions with this machine''s devices' -TestCases @(
+        @{ Command = { Add-GalliumVmPciDevice -VmName x -Address 05:00.0 -Uri 'qemu+ssh://root@hv7.example/system' } },
+        @{ Command = { Remove-GalliumVmPciDevice -VmName x -Address 05:00.0 -Force -Uri 'qemu+tls://hv7.example/system' } },
+        @{ Command = { Disable-GalliumPciPassthrough -Address 05:00.0 -Confirm:$false -Uri 'qemu+ssh://hv7.example/system' } },
+        @{ Command = { Get-GalliumPciDevice -Uri 'qemu+ssh://hv7.example/system' } }
+    ) {
+        $err = $null
+        try { & $Command } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -BeLike 'LibvirtUriNotLocal,*'
+        $err.ErrorDetails.RecommendedAction | Should -Match 'Invoke-Command'
+    }
+
     It 'works with VM names holding XML metacharacters, quotes and unicode' {
         $odd = New-TestVm "o'dd<&>""ü-名"
         Add-GalliumVmPciDevice -VmName $odd -Address $H::FreeNic
@@ -212,6 +231,15 @@ Describe 'A GPU with its audio function, and the large-BAR MMIO window' {
         ($guest | Select-Object -ExpandProperty slot -Unique).Count | Should -Be 1
         ($guest | Select-Object -ExpandProperty bus -Unique).Count | Should -Be 1
         ($guest | Where-Object function -eq '0x0').multifunction | Should -Be 'on'
+    }
+
+    It 'piping a GPU''s two assignments into Remove -WhatIf previews the group once' {
+        $vm = $script:libvirt.ListDomains() | Where-Object Name -eq "$prefix-gpu" | ForEach-Object Name
+        $transcript = Join-Path $TestDrive 'whatif-remove.txt'
+        Start-Transcript -Path $transcript | Out-Null
+        try { Get-GalliumVmPciDevice -VmName $vm | Remove-GalliumVmPciDevice -WhatIf } finally { Stop-Transcript | Out-Null }
+        @(Get-Content $transcript | Where-Object { $_ -match '^What if: .*remove hostdev' }).Count | Should -Be 2
+        @(Get-GalliumVmPciDevice -VmName $vm).Count | Should -Be 2
     }
 
     It 'adding a 128 GiB-BAR GPU to an OVMF VM writes the window fix into its definition, and -WhatIf says why' {

@@ -77,4 +77,16 @@ public static class LibvirtUri
         !string.IsNullOrWhiteSpace(explicitUri) ? explicitUri.Trim()
         : !string.IsNullOrWhiteSpace(environmentUri) ? environmentUri.Trim()
         : Default;
+
+    /// <summary>True when the URI reaches the libvirt of this machine (no host, or a name of this machine): device state
+    /// comes from this machine's sysfs, so only this machine's VM definitions may be joined with it.</summary>
+    public static bool IsLocal(string uri)
+    {
+        if (!System.Uri.TryCreate(uri, UriKind.Absolute, out var parsed)) return false;
+        string host = parsed.Host.Trim('[', ']');
+        return host.Length == 0
+            || host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || host == "127.0.0.1" || host == "::1"
+            || host.Equals(Environment.MachineName, StringComparison.OrdinalIgnoreCase)
+            || host.Equals(System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase);
+    }
 }

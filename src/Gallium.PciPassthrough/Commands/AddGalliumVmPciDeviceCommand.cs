@@ -37,6 +37,8 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
     private ILibvirt? _libvirt;
     private readonly HashSet<(string, int?)> _done = [];
 
+    protected override void BeginProcessing() => RequireLocalLibvirt();
+
     protected override void ProcessRecord()
     {
         var addresses = ParameterSetName == DeviceSet ? InputObject.Select(d => d.Address) : Parse(Address);

@@ -20,6 +20,15 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 
     protected override string Action => "Disable PCI passthrough";
 
+    protected override void BeginProcessing()
+    {
+        string uri = LibvirtUri.Resolve(Uri);
+        if (!LibvirtUri.IsLocal(uri))
+            ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
+                $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
+            { RecommendedAction = "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }" });
+    }
+
     protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => LibvirtConnection.Open(Uri, readOnly: true));
 
     protected override PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address) => planner.PlanDisable(address);

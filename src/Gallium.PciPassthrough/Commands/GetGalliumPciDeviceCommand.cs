@@ -47,6 +47,8 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
 
     private IReadOnlyList<PciDevice>? _devices;
 
+    protected override void BeginProcessing() => RequireLocalLibvirt();
+
     // Assigned and AssignedTo come from libvirt's VM definitions; without libvirt the kernel's view still stands.
     private IReadOnlyList<PciDevice> WithAssignments(IReadOnlyList<PciDevice> devices)
     {

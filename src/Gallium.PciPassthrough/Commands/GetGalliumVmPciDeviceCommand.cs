@@ -26,6 +26,7 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
     public PciDevice[]? InputObject { get; set; }
 
     private IReadOnlyList<VmPciAssignment>? _assignments;
+    private HashSet<string>? _vmNames;
 
     protected override void ProcessRecord()
     {
@@ -41,6 +42,11 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         if (VmName is null) { WriteObject(_assignments!, enumerateCollection: true); return; }
         foreach (string name in VmName)
         {
+            if (!WildcardPattern.ContainsWildcardCharacters(name) && !_vmNames!.Contains(name))
+            {
+                WriteError(new VmNotFoundException(name, null));
+                continue;
+            }
             var pattern = WildcardPattern.Get(name, WildcardOptions.None);
             var matches = _assignments!.Where(a => pattern.IsMatch(a.VmName)).ToArray();
             WriteObject(matches, enumerateCollection: true);
@@ -52,6 +58,8 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         using var libvirt = OpenLibvirt(readOnly: true);
         var domains = libvirt.ListDomains();
         WriteVerbose($"libvirt: {domains.Count} domain(s) listed in one pass");
-        return AssignmentView.ReadAssignments(domains, NewInventory(), ReadHostCpu);
+        _vmNames = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
+        // Another host's VMs are listed as they are; their MMIO windows need that host's BARs, so they are left empty.
+        return AssignmentView.ReadAssignments(domains, NewInventory(), LibvirtUri.IsLocal(libvirt.Uri) ? ReadHostCpu : () => null);
     }
 }

@@ -32,15 +32,18 @@ public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
     public SwitchParameter PassThru { get; set; }
 
     private ILibvirt? _libvirt;
-    private readonly HashSet<(string, PciAddress)> _removed = [];
+    private readonly HashSet<(string, PciAddress)> _decided = [];
+
+    protected override void BeginProcessing() => RequireLocalLibvirt();
 
     protected override void ProcessRecord()
     {
         foreach (string text in Address)
         {
             if (!PciAddress.TryParse(text.Trim(), out var address)) { WriteError(new PciAddressInvalidException(text)); continue; }
-            // Piping a VM's assignments lists a GPU and its audio function; the first removal took both.
-            if (_removed.Contains((VmName, address))) { WriteVerbose($"{address} left VM '{VmName}' with its group."); continue; }
+            // Piping a VM's assignments lists a GPU and its audio function: the group is decided (removed, declined or
+            // reported by -WhatIf) once, on its first row.
+            if (_decided.Contains((VmName, address))) { WriteVerbose($"{address} was decided with its IOMMU group."); continue; }
             try { Remove(address); }
             catch (GalliumException e) when (IsPrerequisite(e)) { ThrowTerminatingError(e); }
             catch (GalliumException e) { WriteError(e); }
@@ -51,9 +54,9 @@ public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
     {
         _libvirt ??= OpenLibvirt();
         var change = new VmDevicePlanner(_libvirt, NewInventory(), RequireHostCpu).PlanRemove(VmName, address);
+        foreach (var f in change.Functions) _decided.Add((VmName, f));
         if (!Confirmed(change)) return;
         new VmDeviceRunner(_libvirt).Run(change, WriteVerbose);
-        foreach (var f in change.Functions) _removed.Add((VmName, f));
         if (PassThru)
         {
             var inventory = NewInventory();

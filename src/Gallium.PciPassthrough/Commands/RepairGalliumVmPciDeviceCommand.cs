@@ -24,6 +24,8 @@ public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
 
     private readonly HashSet<string> _done = new(StringComparer.Ordinal);
 
+    protected override void BeginProcessing() => RequireLocalLibvirt();
+
     protected override void ProcessRecord()
     {
         ILibvirt libvirt;
@@ -63,7 +65,7 @@ public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
         if (change.IsNoOp)
             WriteVerbose(change.Mmio is null
                 ? $"VM '{name}' holds no device with a 64-bit prefetchable BAR: nothing to size."
-                : $"VM '{name}': {change.Mmio.Reason}");
+                : $"No change needed: {change.Mmio.Reason}");
         else if (VmShouldProcess.Ask(this, change, "Repair VM"))
         {
             new VmDeviceRunner(libvirt).Run(change, WriteVerbose);
