@@ -21,6 +21,10 @@
         'Get-GalliumPciDevice'
         'Get-GalliumIommuGroup'
         'Test-GalliumPciPassthrough'
+        'Get-GalliumVmPciDevice'
+        'Add-GalliumVmPciDevice'
+        'Remove-GalliumVmPciDevice'
+        'Repair-GalliumVmPciDevice'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
