@@ -273,6 +273,28 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
         }
     }
 
+    It 'Invoke-Command -HostName h1,h2 { Get-GalliumPciDevice -Class Display } | Select PSComputerName, Address (two GPU hosts)' {
+        if (-not $sim.Available) { Set-ItResult -Skipped -Because $simMissing; return }
+        $expected = @(Invoke-Command $session { $env:GALLIUM_TEST_GUARD = '1'; Get-GalliumPciDevice -Class Display | ForEach-Object { "$($_.Address)" } })
+        $expected | Should -Contain $sim.Gpu
+        $p = Get-SshParameters -HostName 'localhost', '127.0.0.1'
+        # Each "host" is a fresh session with its own simulated GPU host, as each machine of a fleet has its own kernel.
+        $rows = @(Invoke-Command @p -ScriptBlock {
+                param($ModulePath, $TestingDll)
+                $env:GALLIUM_TEST_GUARD = '1'
+                Import-Module $ModulePath -ErrorAction Stop
+                Add-Type -Path $TestingDll
+                $root = Join-Path ([IO.Path]::GetTempPath()) ('gallium-fleet-' + [guid]::NewGuid().ToString('n'))
+                try {
+                    $global:GalliumHostContext = [Gallium.Pci.Testing.SimulatedHosts]::Standard($root).CreateContext($true)
+                    Get-GalliumPciDevice -Class Display
+                } finally { Remove-Item -Recurse -Force $root -ErrorAction Ignore }
+            } -ArgumentList $ModulePath, $TestingDll -ErrorAction Stop | Select-Object PSComputerName, Address)
+        foreach ($computer in 'localhost', '127.0.0.1') {
+            @($rows | Where-Object PSComputerName -eq $computer | ForEach-Object Address) | Should -Be $expected -Because "$computer is a GPU host"
+        }
+    }
+
     It 'remote IOMMU groups keep their member devices as objects and render with the group view' {
         if (-not $sim.Available) { Set-ItResult -Skipped -Because $simMissing; return }
         $groups = @(Invoke-Command $session { $env:GALLIUM_TEST_GUARD = '1'; Get-GalliumIommuGroup })
