@@ -252,11 +252,11 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
             Import-Module $ModulePath -ErrorAction Stop
             if (-not ('Gallium.Pci.Testing.SimulatedHosts' -as [type])) { Add-Type -Path $TestingDll }
             if (-not ('Gallium.Pci.Testing.SimulatedHosts' -as [type])) { return [pscustomobject]@{ Available = $false } }
-            $global:SimRoot = Join-Path ([IO.Path]::GetTempPath()) ('gallium-remoting-' + [guid]::NewGuid().ToString('n'))
-            $global:SimKernel = [Gallium.Pci.Testing.SimulatedHosts]::Standard($global:SimRoot)
+            # Its own tmpfs folder, deleted without following the tree's looping symlinks (as TestHelpers does).
+            $global:SimKernel = [Gallium.Pci.Testing.SimulatedHosts]::Standard([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
             $global:GalliumHostContext = $global:SimKernel.CreateContext($true)
             [pscustomobject]@{
-                Available = $true; Root = $global:SimRoot
+                Available = $true; Root = $global:SimKernel.RootDirectory
                 Gpu = [Gallium.Pci.Testing.StandardHost]::Gpu; GpuAudio = [Gallium.Pci.Testing.StandardHost]::GpuAudio
             }
         } -ArgumentList $ModulePath, $TestingDll
@@ -268,7 +268,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
     }
     AfterAll {
         if ($session) {
-            Invoke-Command $session { if ($global:SimRoot) { Remove-Item -Recurse -Force $global:SimRoot -ErrorAction Ignore } }
+            Invoke-Command $session { if ($global:SimKernel) { $global:SimKernel.DeleteTree() } }
             Remove-PSSession $session
         }
     }
@@ -284,11 +284,11 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
                 $env:GALLIUM_TEST_GUARD = '1'
                 Import-Module $ModulePath -ErrorAction Stop
                 Add-Type -Path $TestingDll
-                $root = Join-Path ([IO.Path]::GetTempPath()) ('gallium-fleet-' + [guid]::NewGuid().ToString('n'))
+                $kernel = [Gallium.Pci.Testing.SimulatedHosts]::Standard([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
                 try {
-                    $global:GalliumHostContext = [Gallium.Pci.Testing.SimulatedHosts]::Standard($root).CreateContext($true)
+                    $global:GalliumHostContext = $kernel.CreateContext($true)
                     Get-GalliumPciDevice -Class Display
-                } finally { Remove-Item -Recurse -Force $root -ErrorAction Ignore }
+                } finally { $kernel.DeleteTree() }
             } -ArgumentList $ModulePath, $TestingDll -ErrorAction Stop | Select-Object PSComputerName, Address)
         foreach ($computer in 'localhost', '127.0.0.1') {
             @($rows | Where-Object PSComputerName -eq $computer | ForEach-Object Address) | Should -Be $expected -Because "$computer is a GPU host"
@@ -347,7 +347,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
             param($Gpu)
             $env:GALLIUM_TEST_GUARD = '1'
             $before = Get-GalliumIommuGroup | Where-Object { ($_.Devices | ForEach-Object Address) -contains $Gpu }
-            $transcript = Join-Path $global:SimRoot "whatif-$([guid]::NewGuid().ToString('n')).txt"
+            $transcript = Join-Path $global:SimKernel.RootDirectory "whatif-$([guid]::NewGuid().ToString('n')).txt"
             Start-Transcript -Path $transcript | Out-Null
             try { Enable-GalliumPciPassthrough -Address $Gpu -WhatIf } finally { Stop-Transcript | Out-Null }
             [pscustomobject]@{
@@ -393,12 +393,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
 Describe 'Export-Clixml / Import-Clixml keeps every output type' -Tag Remoting {
     BeforeAll {
         $simAvailable = [bool]('Gallium.Pci.Testing.SimulatedHosts' -as [type])
-        if ($simAvailable) {
-            # Not under $TestDrive: Pester's TestDrive cleanup enumerates with .NET, which follows the simulated sysfs's
-            # directory symlinks round their cycles (bus -> devices -> iommu_group -> devices ...) without end.
-            $simRoot = Join-Path ([IO.Path]::GetTempPath()) ('gallium-clixml-' + [guid]::NewGuid().ToString('n'))
-            $global:GalliumHostContext = [Gallium.Pci.Testing.SimulatedHosts]::Standard($simRoot).CreateContext($true)
-        }
+        if ($simAvailable) { $null = New-SimulatedHost }
         $devices = @(Get-GalliumPciDevice)
         $groups = @(Get-GalliumIommuGroup -WarningAction SilentlyContinue)
         # This machine's IOMMU may be off (no groups): then the group is made from its devices, as the inventory would.
@@ -411,10 +406,7 @@ Describe 'Export-Clixml / Import-Clixml keeps every output type' -Tag Remoting {
             Import-Clixml -Path $file
         }
     }
-    AfterAll {
-        Remove-SimulatedHost
-        if ($simRoot) { Remove-Item -Recurse -Force $simRoot -ErrorAction Ignore }
-    }
+    AfterAll { Remove-SimulatedHost }
 
     It 'PciDevice: every property, BARs as objects, address and state as text' {
         foreach ($live in $devices) {

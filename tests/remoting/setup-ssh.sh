@@ -54,6 +54,15 @@ if [ -z "$pwsh_dll" ]; then
 fi
 [ -n "$pwsh_dll" ] || die "pwsh $pwsh_version not found under $packages/powershell (run 'dotnet tool restore' in $repo)."
 
+running() { [ -f "$dir/sshd.pid" ] && kill -0 "$(cat "$dir/sshd.pid")" 2>/dev/null; }
+
+# Before anything changes: the port must be ours already or free (bash's /dev/tcp: iproute2 is not on every image).
+if ! { running && [ "$(cat "$dir/port" 2>/dev/null)" = "$port" ]; }; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port on 127.0.0.1 is taken by another program; set GALLIUM_SSH_PORT to a free port."
+    fi
+fi
+
 install -d -m 0700 "$dir"
 install -d -m 0755 /run/sshd   # sshd's privilege separation directory; /run is a fresh tmpfs after a reboot
 
@@ -119,8 +128,6 @@ Subsystem powershell $dir/pwsh-subsystem.sh -sshs -NoLogo -NoProfile
 CONFIG
 "$sshd" -t -f "$dir/sshd_config.new" || die "the generated $dir/sshd_config.new is invalid (see above)."
 
-running() { [ -f "$dir/sshd.pid" ] && kill -0 "$(cat "$dir/sshd.pid")" 2>/dev/null; }
-
 if running && cmp -s "$dir/sshd_config.new" "$dir/sshd_config"; then
     rm "$dir/sshd_config.new"
 else
@@ -130,9 +137,6 @@ else
         pid=$(cat "$dir/sshd.pid")
         kill "$pid"
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    fi
-    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
-        die "port $port is taken by another program ($(ss -Hltnp "sport = :$port" | head -n 1)); set GALLIUM_SSH_PORT to a free port."
     fi
     "$sshd" -f "$dir/sshd_config" -E "$dir/sshd.log" 9>&-
 fi
