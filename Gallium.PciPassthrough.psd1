@@ -14,6 +14,8 @@
     Description          = 'PCI passthrough on Linux KVM/libvirt hypervisors: inventory devices and IOMMU groups, check IOMMU readiness, move whole IOMMU groups to vfio-pci and back, and assign devices to libvirt VMs.'
     # Loaded at import so the model types ([Gallium.Pci.Host.HostContext], [Gallium.Pci.SizeText]) resolve before any cmdlet runs.
     RequiredAssemblies   = @('Gallium.Pci.dll')
+    # Serialisation depth for remoting and Export-Clixml (a group's devices, a device's BARs survive as objects).
+    TypesToProcess       = @('Gallium.PciPassthrough.types.ps1xml')
     FormatsToProcess     = @('Gallium.PciPassthrough.format.ps1xml')
     CmdletsToExport      = @(
         'Get-GalliumPciDevice'

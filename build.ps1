@@ -58,7 +58,8 @@ function Invoke-Build {
     if (Test-Path $ModuleOut) { Remove-Item -Recurse -Force $ModuleOut }
     New-Item -ItemType Directory -Force -Path $ModuleOut | Out-Null
     $bin = Join-Path $Root "src/Gallium.PciPassthrough/bin/$Configuration/net8.0"
-    foreach ($f in 'Gallium.PciPassthrough.dll', 'Gallium.PciPassthrough.pdb', 'Gallium.Pci.dll', 'Gallium.Pci.pdb', 'Gallium.PciPassthrough.format.ps1xml') {
+    foreach ($f in 'Gallium.PciPassthrough.dll', 'Gallium.PciPassthrough.pdb', 'Gallium.Pci.dll', 'Gallium.Pci.pdb', 'Gallium.PciPassthrough.format.ps1xml',
+               'Gallium.PciPassthrough.types.ps1xml') {
         Copy-Item (Join-Path $bin $f) $ModuleOut
     }
     Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1') $ModuleOut
