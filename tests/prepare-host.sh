@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt0 qemu-system-x86 ovmf pciutils pci.ids
-          busybox-static cpio kmod)
+          busybox-static cpio kmod openssh-server e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,5 +14,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [ -f "$here/libvirt/start-libvirtd.sh" ]; then bash "$here/libvirt/start-libvirtd.sh"; fi
+bash "$here/libvirt/start-libvirtd.sh"        # a real libvirtd on qemu:///system (REFERENCE §1)
+bash "$here/remoting/setup-ssh.sh"            # sshd on 127.0.0.1:2222 with the pwsh subsystem, for the remoting suite
 echo "prepare-host: ready"

@@ -9,6 +9,6 @@ public enum PassthroughState
     Enabled,
     /// <summary>No driver bound.</summary>
     Unbound,
-    /// <summary>On vfio-pci and referenced by at least one VM definition.</summary>
+    /// <summary>Referenced by at least one VM definition (normally also on vfio-pci; AssignedTo names the VMs).</summary>
     Assigned,
 }
