@@ -185,7 +185,8 @@ Describe 'Fleet inventory over PowerShell SSH remoting (this host, read-only)' -
         @($remote | ForEach-Object Id) | Should -Be @($local | ForEach-Object Id)
         @($remoteWarning | ForEach-Object Message) | Should -Be @($localWarning | ForEach-Object Message)
         foreach ($g in $remote) {
-            $g.PSObject.TypeNames[0] | Should -Be 'Deserialized.Gallium.Pci.IommuGroup'
+            # Groups are rehydrated (types.ps1xml TargetTypeForDeserialization): a live IommuGroup, so it binds like a local one.
+            $g | Should -BeOfType ([Gallium.Pci.IommuGroup])
             Assert-SameProperties ($local | Where-Object Id -eq $g.Id) $g "remote IOMMU group $($g.Id)"
         }
     }
@@ -300,7 +301,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
         $groups = @(Invoke-Command $session { $env:GALLIUM_TEST_GUARD = '1'; Get-GalliumIommuGroup })
         $groups.Count | Should -BeGreaterThan 1
         $gpuGroup = $groups | Where-Object { ($_.Devices | ForEach-Object Address) -contains $sim.Gpu }
-        $gpuGroup.PSObject.TypeNames[0] | Should -Be 'Deserialized.Gallium.Pci.IommuGroup'
+        $gpuGroup | Should -BeOfType ([Gallium.Pci.IommuGroup])
         @($gpuGroup.Devices | ForEach-Object Address) | Should -Contain $sim.GpuAudio
         foreach ($d in $gpuGroup.Devices) {
             $d.PSObject.TypeNames[0] | Should -Be 'Deserialized.Gallium.Pci.PciDevice'

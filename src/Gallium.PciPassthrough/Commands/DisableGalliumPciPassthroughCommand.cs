@@ -8,8 +8,7 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Returns a device's whole IOMMU group from vfio-pci to the drivers the kernel picks; refused while any VM
 /// (running or stopped) references a member of the group.</summary>
-[Cmdlet(VerbsLifecycle.Disable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = AddressSet)]
+[Cmdlet(VerbsLifecycle.Disable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(PciDevice))]
 public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 {

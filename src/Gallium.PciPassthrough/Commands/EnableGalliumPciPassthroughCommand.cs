@@ -5,8 +5,7 @@ using Gallium.Pci.Passthrough;
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Detaches a device's whole IOMMU group from its host drivers and binds every endpoint to vfio-pci, persistently.</summary>
-[Cmdlet(VerbsLifecycle.Enable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = AddressSet)]
+[Cmdlet(VerbsLifecycle.Enable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(PciDevice))]
 public sealed class EnableGalliumPciPassthroughCommand : PassthroughCommandBase
 {

@@ -14,12 +14,20 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
 {
     private const string VmSet = "VmName";
     private const string DeviceSet = "InputObject";
+    private const string AddressSet = "Address";
 
     [Parameter(ParameterSetName = VmSet, Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(VmNameCompleter))]
     public string[]? VmName { get; set; }
+
+    /// <summary>Host addresses: the assignments that reference them. Binds by property name, so devices deserialized from a
+    /// remote session (whose Address is text) pipe in too.</summary>
+    [Parameter(ParameterSetName = AddressSet, Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(PciAddressCompleter))]
+    public string[]? Address { get; set; }
 
     /// <summary>Devices (from Get-GalliumPciDevice): the assignments that reference them.</summary>
     [Parameter(ParameterSetName = DeviceSet, Mandatory = true, ValueFromPipeline = true)]
@@ -33,6 +41,15 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         try { _assignments ??= Read(); }
         catch (GalliumException e) { ThrowTerminatingError(e); }
 
+        if (ParameterSetName == AddressSet)
+        {
+            foreach (string text in Address ?? [])
+            {
+                if (!PciAddress.TryParse(text.Trim(), out var address)) { WriteError(new PciAddressInvalidException(text)); continue; }
+                WriteObject(_assignments!.Where(a => a.Address == address), enumerateCollection: true);
+            }
+            return;
+        }
         if (ParameterSetName == DeviceSet)
         {
             foreach (var device in InputObject ?? [])
