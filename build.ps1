@@ -114,7 +114,7 @@ function Invoke-Test {
 
     $pwsh = @('dotnet', 'pwsh', '-NoProfile', '-NonInteractive', '-File', (Join-Path $Root 'tests/pester/Invoke-GalliumPester.ps1'),
         '-ModulePath', $ModuleOut, '-Configuration', $Configuration)
-    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel', 'RealKernelNoIommu'))
+    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel,RealKernelNoIommu'))
 
     if ($SkipGuest) {
         Write-Host "`nThe real-kernel suite was skipped (-SkipGuest): its RealKernel tests did not run."

@@ -5,7 +5,7 @@
     Imports Pester from the NuGet package restored by tools/Tools.proj, sets the test guard (no test may write to this
     machine's real /sys), and ends with one machine-readable line: GALLIUM-PESTER-RESULT {"Passed":..,"Failed":..,"Skipped":..}.
 #>
-[CmdletBinding()]
+[CmdletBinding(PositionalBinding = $false)]   # -File hands "-ExcludeTag A B" over as tokens: B must not bind by position
 param(
     [Parameter(Mandatory)] [string] $ModulePath,
     [string] $Configuration = 'Release',
@@ -37,8 +37,8 @@ $config = New-PesterConfiguration
 $config.Run.Path = @($Path | ForEach-Object { $_ -split ',' } | Where-Object { $_ })   # -File passes a, b as one string
 $config.Run.PassThru = $true
 $config.Output.Verbosity = 'Detailed'
-if ($Tag) { $config.Filter.Tag = $Tag }
-if ($ExcludeTag) { $config.Filter.ExcludeTag = $ExcludeTag }
+if ($Tag) { $config.Filter.Tag = @($Tag | ForEach-Object { $_ -split ',' } | Where-Object { $_ }) }
+if ($ExcludeTag) { $config.Filter.ExcludeTag = @($ExcludeTag | ForEach-Object { $_ -split ',' } | Where-Object { $_ }) }
 $result = Invoke-Pester -Configuration $config
 
 # A run that produced no result, or ran nothing at all, is a failure, never a silent pass.
