@@ -1,0 +1,239 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Gallium.Pci.Host;
+
+/// <summary>Makes a vfio-pci binding survive reboot and hot-plug, the driverctl way (REFERENCE §3.3, §4.2): a record per
+/// device (<c>pci.d/&lt;bdf&gt;</c> holding <c>vfio-pci</c>), a udev rule per device that runs the apply script when the
+/// device appears, and the apply script itself (which also has <c>--all</c> for a boot unit or an init without udev).
+/// Every file is replaced atomically (temp file in the same directory, fsync, rename, fsync of the directory), with an
+/// explicit mode (0644, the script 0755) whatever the umask, into directories only root can change.</summary>
+public sealed class PassthroughPersistence
+{
+    public const string ScriptName = "gallium-vfio-apply";
+    public const string RecordsSubdirectory = "pci.d";
+    public const string RecordContent = DriverBinder.VfioPci + "\n";
+    /// <summary>Test-only: the apply script's sysfs root (a simulated kernel tree).</summary>
+    public const string ScriptSysfsRootVariable = "GALLIUM_APPLY_SYSFS_ROOT";
+    /// <summary>Test-only: a program the apply script runs as <c>prog PATH VALUE</c> instead of writing, so a simulated kernel
+    /// in the test process can interpret the write before the script goes on (honoured only with the sysfs root above).</summary>
+    public const string ScriptWriterVariable = "GALLIUM_APPLY_SYSFS_WRITER";
+
+    public const UnixFileMode FileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+    public const UnixFileMode ScriptMode = FileMode | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+    private const UnixFileMode DirectoryMode = ScriptMode;
+
+    public PassthroughPersistence(HostPaths paths)
+    {
+        Paths = paths ?? throw new ArgumentNullException(nameof(paths));
+    }
+
+    public HostPaths Paths { get; }
+
+    public string RecordsDirectory => Path.Combine(Paths.ConfigDirectory, RecordsSubdirectory);
+    public string RecordPath(PciAddress address) => Path.Combine(RecordsDirectory, address.ToString());
+    public string RulePath(PciAddress address) => Path.Combine(Paths.UdevRulesDirectory, $"90-gallium-vfio-{address}.rules");
+    public string ScriptPath => Path.Combine(Paths.LibexecDirectory, ScriptName);
+
+    /// <summary>The udev rule for one device: on hot-add (and at boot, when udev replays "add" for every device) run the apply script.</summary>
+    public string RuleContent(PciAddress address) =>
+        "# Written by Gallium.PciPassthrough (Enable-GalliumPciPassthrough): bind this device to vfio-pci when it appears.\n" +
+        "# Removed by Disable-GalliumPciPassthrough. The record is " + RecordPath(address) + ".\n" +
+        $"ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"{address}\", RUN+=\"{ScriptPath} %k\"\n";
+
+    /// <summary>Whether the device's record and rule exist with exactly the content we would write.</summary>
+    public bool IsPersisted(PciAddress address) =>
+        ReadFile(RecordPath(address)) == RecordContent && ReadFile(RulePath(address)) == RuleContent(address);
+
+    /// <summary>Every device that has a record.</summary>
+    public IReadOnlyList<PciAddress> RecordedDevices()
+    {
+        if (!Directory.Exists(RecordsDirectory)) return [];
+        return Directory.EnumerateFiles(RecordsDirectory)
+            .Select(Path.GetFileName)
+            .Select(n => PciAddress.TryParse(n, out var a) && a.ToString() == n ? a : (PciAddress?)null)
+            .OfType<PciAddress>()
+            .Order()
+            .ToArray();
+    }
+
+    /// <summary>A persisted file's content; null when it does not exist (a symbolic link counts as absent: we never follow one).</summary>
+    public string? ReadFile(string path)
+    {
+        if (!Native.TryLstat(path, out uint type, out _, out _) || type != Native.S_IFREG) return null;
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>Replaces <paramref name="path"/> atomically: readers see the old file or the new one, never a partial one.
+    /// Returns the directories it had to create, outermost first (so an undo can remove them again).</summary>
+    public IReadOnlyList<string> WriteFile(string path, string content, UnixFileMode mode, Action<string>? narrate = null)
+    {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("Gallium changes Linux hosts only.");
+        string dir = Path.GetDirectoryName(path)!;
+        var created = new List<string>();
+        for (string? d = dir; !string.IsNullOrEmpty(d) && !Native.TryLstat(d, out _, out _, out _); d = Path.GetDirectoryName(d))
+            created.Insert(0, d);
+        // Our own config directory is checked too: whoever can replace pci.d can replace the records.
+        if (dir == RecordsDirectory) SecureDirectory.Ensure(Paths.ConfigDirectory, DirectoryMode);
+        SecureDirectory.Ensure(dir, DirectoryMode);
+        narrate?.Invoke($"write {path} (mode {Convert.ToString((int)mode, 8)}, atomic replace)");
+        // A leading dot and a non-.rules suffix: udev and the apply script's --all never read a half-written temp file.
+        string temp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Guid.NewGuid():n}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temp, new FileStreamOptions
+            {
+                Mode = System.IO.FileMode.CreateNew,  // O_EXCL: never opens something planted at the temp name
+                Access = FileAccess.Write,
+                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            }))
+            {
+                stream.Write(Encoding.UTF8.GetBytes(content));
+                stream.Flush(flushToDisk: true);
+            }
+            File.SetUnixFileMode(temp, mode);  // explicit: the umask must not decide
+            File.Move(temp, path, overwrite: true);  // rename(2)
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            TryDelete(temp);
+            throw new PersistenceWriteException(path, e);
+        }
+        SyncDirectory(dir);
+        return created;
+    }
+
+    /// <summary>Removes directories (innermost first) that are empty; one still holding anything stays.</summary>
+    public void RemoveEmptyDirectories(IReadOnlyList<string> directories, Action<string>? narrate = null)
+    {
+        for (int i = directories.Count - 1; i >= 0; i--)
+        {
+            string d = directories[i];
+            if (!Directory.Exists(d) || Directory.EnumerateFileSystemEntries(d).Any()) continue;
+            narrate?.Invoke($"rmdir {d}");
+            try { Directory.Delete(d); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PersistenceWriteException(d, e); }
+        }
+    }
+
+    /// <summary>Removes a persisted file (unlink: a symbolic link is removed, never followed). Absent is fine.</summary>
+    public void RemoveFile(string path, Action<string>? narrate = null)
+    {
+        string dir = Path.GetDirectoryName(path)!;
+        if (!Native.TryLstat(path, out _, out _, out _)) return;
+        SecureDirectory.Check(dir);
+        narrate?.Invoke($"remove {path}");
+        try { File.Delete(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PersistenceWriteException(path, e); }
+        SyncDirectory(dir);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    /// <summary>fsync of the directory makes the rename itself durable.</summary>
+    private static void SyncDirectory(string dir)
+    {
+        int fd = Native.open(dir, Native.O_CLOEXEC /* O_RDONLY = 0 */, 0);
+        if (fd < 0) return;
+        _ = Native.fsync(fd);
+        _ = Native.close(fd);
+    }
+
+    /// <summary>The apply script (POSIX sh), with this host's records directory built in. REFERENCE §4.4 order: load
+    /// vfio-pci first (§4.6), set the override before unbinding (§4.1), probe, then check the driver link (§3.6).</summary>
+    public string ScriptContent => ScriptTemplate.Replace("@RECORDS@", ShellQuote(RecordsDirectory), StringComparison.Ordinal);
+
+    private static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+
+    private const string ScriptTemplate = """
+        #!/bin/sh
+        # gallium-vfio-apply: binds the PCI devices Gallium.PciPassthrough recorded to vfio-pci (driverctl-style persistence).
+        #   gallium-vfio-apply <domain:bus:dev.fn>   apply one device's record (run by its udev rule on "add")
+        #   gallium-vfio-apply --all                 apply every record (for a boot unit, or an init without udev)
+        # Written by Enable-GalliumPciPassthrough; it is rewritten on the next Enable, so do not edit it.
+        set -u
+        records=@RECORDS@
+        sys=/sys
+        writer=
+        if [ -n "${GALLIUM_APPLY_SYSFS_ROOT:-}" ]; then   # tests only: a simulated kernel tree
+            sys=$GALLIUM_APPLY_SYSFS_ROOT
+            writer=${GALLIUM_APPLY_SYSFS_WRITER:-}
+        fi
+
+        log() {
+            echo "gallium-vfio-apply: $*" >&2
+            if [ -z "${GALLIUM_APPLY_SYSFS_ROOT:-}" ] && command -v logger >/dev/null 2>&1; then
+                logger -t gallium-vfio-apply -- "$*" 2>/dev/null || :
+            fi
+        }
+
+        # One write(2) to a kernel attribute; echo's trailing newline is stripped by the kernel.
+        kwrite() {
+            if [ -n "$writer" ]; then "$writer" "$1" "$2"; else echo "$2" > "$1"; fi
+        }
+
+        driver_of() {
+            link=$(readlink "$1/driver" 2>/dev/null) || { echo ""; return; }
+            echo "${link##*/}"
+        }
+
+        apply_one() {
+            bdf=$1
+            case $bdf in
+                ''|*[!0-9a-f:.]*) log "'$bdf' is not a PCI address"; return 1 ;;
+            esac
+            [ -f "$records/$bdf" ] || return 0           # no record: not ours
+            want=$(cat "$records/$bdf")
+            if [ "$want" != vfio-pci ]; then log "$bdf: the record says '$want', expected vfio-pci"; return 1; fi
+            dev=$sys/bus/pci/devices/$bdf
+            if [ ! -e "$dev" ]; then log "$bdf: no such PCI device"; return 1; fi
+            if [ ! -e "$dev/driver_override" ]; then log "$bdf: the kernel has no driver_override for it"; return 1; fi
+            if [ ! -d "$sys/bus/pci/drivers/vfio-pci" ]; then
+                # Load first: with the override set and no vfio-pci, the device would be left driverless.
+                modprobe -q vfio-pci 2>/dev/null
+                if [ ! -d "$sys/bus/pci/drivers/vfio-pci" ]; then log "$bdf: cannot load vfio-pci"; return 1; fi
+            fi
+            # Override before unbind: the moment the old driver lets go, only vfio-pci may take the device.
+            kwrite "$dev/driver_override" vfio-pci || { log "$bdf: writing driver_override failed"; return 1; }
+            cur=$(driver_of "$dev")
+            [ "$cur" = vfio-pci ] && return 0
+            if [ -n "$cur" ]; then
+                kwrite "$sys/bus/pci/drivers/$cur/unbind" "$bdf" || { log "$bdf: unbinding from $cur failed"; return 1; }
+            fi
+            kwrite "$sys/bus/pci/drivers_probe" "$bdf" || { log "$bdf: drivers_probe failed"; return 1; }
+            # drivers_probe succeeds even when probe() fails: the driver link is the truth.
+            cur=$(driver_of "$dev")
+            if [ "$cur" != vfio-pci ]; then log "$bdf: bound to '${cur:-no driver}' after probing, expected vfio-pci"; return 1; fi
+            return 0
+        }
+
+        case ${1:-} in
+            --all)
+                rc=0
+                for rec in "$records"/*; do
+                    [ -f "$rec" ] || continue
+                    apply_one "${rec##*/}" || rc=1
+                done
+                exit $rc ;;
+            ''|-h|--help)
+                echo "usage: gallium-vfio-apply <domain:bus:dev.fn> | --all" >&2
+                exit 2 ;;
+            *)
+                apply_one "$1"
+                exit $? ;;
+        esac
+
+        """;
+}
+
+/// <summary>Writing or removing a persisted passthrough file failed.</summary>
+public sealed class PersistenceWriteException(string path, Exception inner)
+    : GalliumException("PassthroughPersistenceFailed", ErrorKind.WriteError, $"Could not update {path}: {inner.Message}", path, inner)
+{
+    public string Path { get; } = path;
+}

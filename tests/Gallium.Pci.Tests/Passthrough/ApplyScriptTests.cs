@@ -1,0 +1,266 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Runtime.Versioning;
+using System.Text;
+using Gallium.Pci.Host;
+using Gallium.Pci.Testing;
+
+namespace Gallium.Pci.Tests.Passthrough;
+
+/// <summary>Runs the persisted apply script with /bin/sh against the simulated kernel. The script's test-only writer hook
+/// sends each write (and the fake modprobe each load) over a pair of FIFOs to this process, which hands it to the
+/// simulated kernel and answers with the errno, so the script sees the kernel's effect before its next read.</summary>
+[SupportedOSPlatform("linux")]
+public sealed class ApplyScriptTests
+{
+    private static PciAddress A(string s) => PciAddress.Parse(s);
+
+    private static void Record(SimHost host, params string[] addresses)
+    {
+        var p = host.Persistence;
+        p.WriteFile(p.ScriptPath, p.ScriptContent, PassthroughPersistence.ScriptMode);
+        foreach (var a in addresses) p.WriteFile(p.RecordPath(A(a)), PassthroughPersistence.RecordContent, PassthroughPersistence.FileMode);
+    }
+
+    private static string[] Writes(SimHost host) =>
+        host.Kernel.Writes.Select(w => $"{w.Path} <- {w.Value.TrimEnd('\n')}{(w.Succeeded ? "" : " => " + Errnos.Name(w.Errno))}").ToArray();
+
+    [Fact]
+    public void All_applies_every_record_in_the_kernel_order()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.Gpu, StandardHost.GpuAudio);
+        var (code, err) = ScriptRun.Run(host, "--all");
+        Assert.True(code == 0, err);
+        Assert.Equal("vfio-pci", host.Driver(StandardHost.Gpu));
+        Assert.Equal("vfio-pci", host.Driver(StandardHost.GpuAudio));
+        Assert.Equal("vfio-pci", host.Kernel.OverrideOf(StandardHost.Gpu));
+        string sys = host.Kernel.SysfsRoot;
+        Assert.Equal(
+        [
+            "bus/pci/devices/0000:01:00.0/driver_override <- vfio-pci",
+            "bus/pci/drivers/nvidia/unbind <- 0000:01:00.0",
+            "bus/pci/drivers_probe <- 0000:01:00.0",
+            "bus/pci/devices/0000:01:00.1/driver_override <- vfio-pci",
+            "bus/pci/drivers/snd_hda_intel/unbind <- 0000:01:00.1",
+            "bus/pci/drivers_probe <- 0000:01:00.1",
+        ], Writes(host));
+        Assert.StartsWith(sys, host.Kernel.SysfsRoot);
+    }
+
+    [Fact]
+    public void One_device_applies_only_that_record_as_the_udev_rule_runs_it()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic, StandardHost.UnboundDevice);
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.True(code == 0, err);
+        Assert.Equal("vfio-pci", host.Driver(StandardHost.FreeNic));
+        Assert.Equal("(none)", host.Driver(StandardHost.UnboundDevice));
+        Assert.Null(host.Kernel.OverrideOf(StandardHost.UnboundDevice));
+    }
+
+    [Fact]
+    public void A_device_without_a_record_is_left_alone()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic);
+        var (code, _) = ScriptRun.Run(host, StandardHost.Gpu);
+        Assert.Equal(0, code);
+        Assert.Empty(host.Kernel.Writes);
+        Assert.Equal("nvidia", host.Driver(StandardHost.Gpu));
+    }
+
+    [Fact]
+    public void A_device_already_on_vfio_pci_only_gets_its_override()
+    {
+        using var host = new SimHost();
+        host.Enable(StandardHost.FreeNic);
+        host.Kernel.Write($"bus/pci/devices/{StandardHost.FreeNic}/driver_override", "\n", TimeSpan.FromSeconds(1));
+        host.Kernel.ResetCounters();
+        var (code, err) = ScriptRun.Run(host, "--all");
+        Assert.True(code == 0, err);
+        Assert.Equal(["bus/pci/devices/0000:05:00.0/driver_override <- vfio-pci"], Writes(host));
+    }
+
+    [Fact]
+    public void Vfio_pci_is_loaded_first_when_it_is_missing()
+    {
+        using var host = new SimHost(new HostOptions { VfioPciLoaded = false });
+        Record(host, StandardHost.FreeNic);
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.True(code == 0, err);
+        Assert.True(host.Kernel.IsModuleLoaded("vfio_pci"));
+        Assert.Equal("vfio-pci", host.Driver(StandardHost.FreeNic));
+    }
+
+    [Fact]
+    public void A_module_that_will_not_load_stops_before_any_write()
+    {
+        using var host = new SimHost(new HostOptions { VfioPciLoaded = false, VfioPciLoadFailure = "administratively prohibited" });
+        Record(host, StandardHost.FreeNic);
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.Equal(1, code);
+        Assert.Contains("cannot load vfio-pci", err);
+        Assert.Empty(host.Kernel.Writes);
+        Assert.Equal("e1000e", host.Driver(StandardHost.FreeNic));
+    }
+
+    [Fact]
+    public void A_probe_that_lands_on_the_wrong_driver_is_reported()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic);
+        host.Kernel.WrongDriverOnProbe(StandardHost.FreeNic, "e1000e");
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.Equal(1, code);
+        Assert.Contains("bound to 'e1000e' after probing, expected vfio-pci", err);
+    }
+
+    [Fact]
+    public void A_failing_write_is_reported_with_a_nonzero_exit()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic);
+        host.Kernel.FailWhere("/unbind", Errnos.EBUSY);
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.Equal(1, code);
+        Assert.Contains("unbinding from e1000e failed", err);
+    }
+
+    [Theory]
+    [InlineData("../../etc/passwd", 1)]
+    [InlineData("0000:01:00.0;reboot", 1)]
+    [InlineData("", 2)]
+    public void Bad_arguments_are_refused(string argument, int expected)
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.Gpu);
+        var (code, _) = ScriptRun.Run(host, argument);
+        Assert.Equal(expected, code);
+        Assert.Empty(host.Kernel.Writes);
+    }
+
+    [Fact]
+    public void Without_the_test_writer_the_script_writes_the_attributes_itself()
+    {
+        // A plain tree (no kernel behind it): the writes land in the files, newline-terminated as echo makes them.
+        using var temp = new TempDirectory();
+        var paths = HostPaths.Under(temp.Sub("state"));
+        var store = new PassthroughPersistence(paths);
+        store.WriteFile(store.ScriptPath, store.ScriptContent, PassthroughPersistence.ScriptMode);
+        store.WriteFile(store.RecordPath(A("0000:05:00.0")), PassthroughPersistence.RecordContent, PassthroughPersistence.FileMode);
+        string sys = temp.Sub("sys");
+        string dev = Path.Combine(sys, "devices/pci0000:00/0000:00:1c.1/0000:05:00.0");
+        Directory.CreateDirectory(dev);
+        Directory.CreateDirectory(Path.Combine(sys, "bus/pci/devices"));
+        Directory.CreateDirectory(Path.Combine(sys, "bus/pci/drivers/e1000e"));
+        Directory.CreateDirectory(Path.Combine(sys, "bus/pci/drivers/vfio-pci"));
+        File.CreateSymbolicLink(Path.Combine(sys, "bus/pci/devices/0000:05:00.0"), "../../../devices/pci0000:00/0000:00:1c.1/0000:05:00.0");
+        File.CreateSymbolicLink(Path.Combine(dev, "driver"), "../../../../bus/pci/drivers/e1000e");
+        File.WriteAllText(Path.Combine(dev, "driver_override"), "(null)\n");
+        File.WriteAllText(Path.Combine(sys, "bus/pci/drivers/e1000e/unbind"), "");
+        File.WriteAllText(Path.Combine(sys, "bus/pci/drivers_probe"), "");
+
+        var (code, err) = ScriptRun.RunPlain(store.ScriptPath, sys, "0000:05:00.0");
+
+        Assert.Equal(1, code);  // nothing rebinds a plain tree: the final check fails, as it should
+        Assert.Contains("bound to 'e1000e' after probing", err);
+        Assert.Equal("vfio-pci\n", File.ReadAllText(Path.Combine(dev, "driver_override")));
+        Assert.Equal("0000:05:00.0\n", File.ReadAllText(Path.Combine(sys, "bus/pci/drivers/e1000e/unbind")));
+        Assert.Equal("0000:05:00.0\n", File.ReadAllText(Path.Combine(sys, "bus/pci/drivers_probe")));
+    }
+}
+
+/// <summary>Runs the apply script with /bin/sh, serving its kernel writes from this process.</summary>
+[SupportedOSPlatform("linux")]
+internal static class ScriptRun
+{
+    public static (int Code, string Stderr) Run(SimHost host, string argument)
+    {
+        string dir = Path.Combine(host.Kernel.RootDirectory, "script-bridge-" + Guid.NewGuid().ToString("n")[..8]);
+        Directory.CreateDirectory(dir);
+        string request = Path.Combine(dir, "request"), reply = Path.Combine(dir, "reply");
+        Assert.Equal(0, mkfifo(request, 0x180));
+        Assert.Equal(0, mkfifo(reply, 0x180));
+        string writer = Path.Combine(dir, "writer");
+        File.WriteAllText(writer, """
+            #!/bin/sh
+            # test bridge: one kernel write (or a module load) per call, answered with the errno
+            printf '%s\n%s\n' "$1" "$2" > "$BRIDGE_REQUEST"
+            read -r errno < "$BRIDGE_REPLY"
+            [ "$errno" = 0 ] || { echo "write $2 > $1: errno $errno" >&2; exit 1; }
+            """);
+        File.WriteAllText(Path.Combine(dir, "modprobe"), """
+            #!/bin/sh
+            # test stand-in for modprobe: asks the simulated kernel to load the last argument
+            for m; do :; done
+            exec "$BRIDGE_WRITER" modprobe "$m"
+            """);
+        File.SetUnixFileMode(writer, PassthroughPersistence.ScriptMode);
+        File.SetUnixFileMode(Path.Combine(dir, "modprobe"), PassthroughPersistence.ScriptMode);
+
+        var server = new Thread(() => Serve(host.Kernel, request, reply)) { IsBackground = true };
+        server.Start();
+        try
+        {
+            var psi = Start(host.Persistence.ScriptPath, host.Kernel.SysfsRoot, argument);
+            psi.Environment[PassthroughPersistence.ScriptWriterVariable] = writer;
+            psi.Environment["BRIDGE_WRITER"] = writer;
+            psi.Environment["BRIDGE_REQUEST"] = request;
+            psi.Environment["BRIDGE_REPLY"] = reply;
+            psi.Environment["PATH"] = dir + ":" + Environment.GetEnvironmentVariable("PATH");
+            return Execute(psi);
+        }
+        finally
+        {
+            File.WriteAllText(request, "");  // an empty request ends the server
+            server.Join();
+        }
+    }
+
+    public static (int Code, string Stderr) RunPlain(string script, string sysfsRoot, string argument) =>
+        Execute(Start(script, sysfsRoot, argument));
+
+    private static ProcessStartInfo Start(string script, string sysfsRoot, string argument)
+    {
+        var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        psi.ArgumentList.Add(script);
+        if (argument.Length > 0) psi.ArgumentList.Add(argument);
+        psi.Environment[PassthroughPersistence.ScriptSysfsRootVariable] = sysfsRoot;
+        psi.Environment.Remove(PassthroughPersistence.ScriptWriterVariable);
+        return psi;
+    }
+
+    private static (int, string) Execute(ProcessStartInfo psi)
+    {
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        Assert.True(p.WaitForExit(120_000), "the apply script did not finish");
+        return (p.ExitCode, stderr.GetAwaiter().GetResult());
+    }
+
+    private static void Serve(SimulatedKernel kernel, string request, string reply)
+    {
+        while (true)
+        {
+            string text = File.ReadAllText(request);  // blocks until a writer opens, returns when it closes
+            if (text.Length == 0) return;
+            string[] lines = text.Split('\n');
+            string errno;
+            if (lines[0] == "modprobe") errno = kernel.Load(lines[1]) is null ? "0" : "1";
+            else
+            {
+                string rel = lines[0].StartsWith(kernel.SysfsRoot + "/", StringComparison.Ordinal) ? lines[0][(kernel.SysfsRoot.Length + 1)..] : lines[0];
+                try { kernel.Write(rel, lines[1] + "\n", TimeSpan.FromSeconds(5)); errno = "0"; }  // echo adds the newline
+                catch (KernelWriteException e) { errno = e.Errno.ToString(System.Globalization.CultureInfo.InvariantCulture); }
+            }
+            using var answer = new FileStream(reply, FileMode.Open, FileAccess.Write);
+            answer.Write(Encoding.ASCII.GetBytes(errno + "\n"));
+        }
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int mkfifo(string path, int mode);
+}
