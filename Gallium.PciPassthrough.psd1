@@ -19,6 +19,10 @@
         'Get-GalliumPciDevice'
         'Get-GalliumIommuGroup'
         'Test-GalliumPciPassthrough'
+        'Get-GalliumVmPciDevice'
+        'Add-GalliumVmPciDevice'
+        'Remove-GalliumVmPciDevice'
+        'Repair-GalliumVmPciDevice'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -3,16 +3,6 @@ using Gallium.Pci.Host;
 
 namespace Gallium.Pci.Mmio;
 
-/// <summary>The CPUID vendor a (host or guest) CPU reports; OVMF trusts a CPU's address width by vendor (REFERENCE §6.1).</summary>
-public enum CpuVendor
-{
-    Other,
-    /// <summary>"GenuineIntel".</summary>
-    Intel,
-    /// <summary>"AuthenticAMD".</summary>
-    Amd,
-}
-
 /// <summary>What the large-BAR sizing needs to know about the host CPU, read from <c>/proc/cpuinfo</c>.</summary>
 /// <param name="PhysicalAddressBits">"address sizes : N bits physical": the most a guest may be given (REFERENCE §6.3 caveats).</param>
 /// <param name="Vendor">The host's CPUID vendor; under KVM every guest CPU model reports it.</param>

@@ -32,5 +32,14 @@ public sealed record VmPciAssignment
     /// <summary>True for an <c>&lt;interface type='hostdev'&gt;</c> (an SR-IOV VF given as a NIC) rather than a <c>&lt;hostdev&gt;</c>.</summary>
     public bool IsNetworkInterface { get; init; }
 
+    /// <summary>Bytes of 64-bit MMIO window the VM's firmware gives it now (OVMF's aperture, REFERENCE §6.1); null when
+    /// none of its devices has a 64-bit prefetchable BAR, or the firmware is not OVMF.</summary>
+    public ulong? MmioWindowSize { get; init; }
+    /// <summary>Bytes of 64-bit MMIO window all the VM's passthrough devices need (REFERENCE §6.4).</summary>
+    public ulong? MmioNeededSize { get; init; }
+    /// <summary>True when the window is too small for the devices: they will attach but fail to initialise in the guest
+    /// (Repair-GalliumVmPciDevice fixes it).</summary>
+    public bool MmioFixNeeded { get; init; }
+
     public override string ToString() => $"{Address} -> {VmName}{(GuestAddress is null ? "" : " @ " + GuestAddress)}";
 }

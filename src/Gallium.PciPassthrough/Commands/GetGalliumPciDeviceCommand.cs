@@ -1,6 +1,8 @@
 using System.Management.Automation;
 using Gallium.Pci;
 using Gallium.Pci.Host;
+using Gallium.Pci.Libvirt;
+using Gallium.Pci.Assignments;
 using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough.Commands;
@@ -8,7 +10,7 @@ namespace Gallium.PciPassthrough.Commands;
 /// <summary>Lists the host's PCI functions as the kernel sees them, with names, drivers, IOMMU groups and BARs.</summary>
 [Cmdlet(VerbsCommon.Get, "GalliumPciDevice", DefaultParameterSetName = AddressSet)]
 [OutputType(typeof(PciDevice))]
-public sealed class GetGalliumPciDeviceCommand : GalliumCmdlet
+public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
 {
     private const string AddressSet = "Address";
     private const string GroupSet = "InputObject";
@@ -45,9 +47,25 @@ public sealed class GetGalliumPciDeviceCommand : GalliumCmdlet
 
     private IReadOnlyList<PciDevice>? _devices;
 
+    // Assigned and AssignedTo come from libvirt's VM definitions; without libvirt the kernel's view still stands.
+    private IReadOnlyList<PciDevice> WithAssignments(IReadOnlyList<PciDevice> devices)
+    {
+        try
+        {
+            using var libvirt = OpenLibvirt(readOnly: true);
+            return AssignmentView.Annotate(devices, AssignmentIndex.FromDomains(libvirt.ListDomains()));
+        }
+        catch (LibvirtNotInstalledException e) { WriteVerbose(e.Message); }
+        catch (GalliumException e)
+        {
+            WriteWarning($"Could not ask libvirt which VMs hold these devices ({e.Message}); devices held by VMs show as Enabled, and AssignedTo is empty.");
+        }
+        return devices;
+    }
+
     protected override void ProcessRecord()
     {
-        _devices ??= NewInventory().ReadAll();
+        _devices ??= WithAssignments(NewInventory().ReadAll());
         var selector = Address is null ? null : AddressSelector.Create(Address, WriteError);
         if (selector is { Literals.Count: 0, HasPatterns: false }) return; // every address was malformed: already reported
 

@@ -1,0 +1,43 @@
+using Gallium.Pci.Host;
+using Gallium.Pci.Libvirt;
+using Gallium.Pci.Mmio;
+
+namespace Gallium.Pci.Assignments;
+
+/// <summary>Joins the two truths (DESIGN.md): devices from the kernel, assignments from libvirt's VM definitions.</summary>
+public static class AssignmentView
+{
+    /// <summary>Devices referenced by any VM definition become <see cref="PassthroughState.Assigned"/>, naming the VMs.</summary>
+    public static IReadOnlyList<PciDevice> Annotate(IReadOnlyList<PciDevice> devices, AssignmentIndex index) =>
+        devices.Select(d => index.IsAssigned(d.Address)
+            ? d with { AssignedTo = index.VmNamesFor(d.Address), PassthroughState = PassthroughState.Assigned }
+            : d).ToArray();
+
+    /// <summary>Every assignment from one listing of all domains, each with its VM's 64-bit MMIO window: what the firmware
+    /// gives and what the VM's devices need.</summary>
+    public static IReadOnlyList<VmPciAssignment> ReadAssignments(IReadOnlyList<LibvirtDomain> domains, DeviceInventory inventory, Func<HostCpu?> hostCpu)
+    {
+        var result = new List<VmPciAssignment>();
+        foreach (var domain in domains)
+        {
+            var assignments = DomainXml.ReadAssignments(domain);
+            if (assignments.Count == 0) continue;
+            var window = Window(domain, assignments, inventory, hostCpu);
+            result.AddRange(window is null ? assignments : assignments.Select(a => a with
+            {
+                MmioWindowSize = window.CurrentWindow?.UsableBytes,
+                MmioNeededSize = window.NeededBytes,
+                MmioFixNeeded = window.IsFixNeeded || window.Outcome == MmioPlanOutcome.Refused,
+            }));
+        }
+        return result;
+    }
+
+    private static MmioPlan? Window(LibvirtDomain domain, IReadOnlyList<VmPciAssignment> assignments, DeviceInventory inventory, Func<HostCpu?> hostCpu)
+    {
+        var devices = assignments.Select(a => a.Address).Distinct().Select(inventory.Read).OfType<PciDevice>().ToArray();
+        if (devices.All(d => d.Bar64Size == 0) || hostCpu() is not { } cpu) return null;
+        try { return MmioPlanner.PlanForDomain(domain.Xml, cpu, devices); }
+        catch (GalliumException) { return null; } // a definition the sizing cannot read still lists its assignments
+    }
+}

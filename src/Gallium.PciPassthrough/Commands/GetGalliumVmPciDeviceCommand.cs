@@ -1,0 +1,57 @@
+using System.Management.Automation;
+using Gallium.Pci;
+using Gallium.Pci.Libvirt;
+using Gallium.Pci.Assignments;
+using Gallium.PciPassthrough.Completers;
+
+namespace Gallium.PciPassthrough.Commands;
+
+/// <summary>Lists which VM definitions hold which host PCI functions (libvirt's &lt;hostdev&gt; elements), with each VM's
+/// 64-bit MMIO window: what its firmware gives and what its devices need.</summary>
+[Cmdlet(VerbsCommon.Get, "GalliumVmPciDevice", DefaultParameterSetName = VmSet)]
+[OutputType(typeof(VmPciAssignment))]
+public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
+{
+    private const string VmSet = "VmName";
+    private const string DeviceSet = "InputObject";
+
+    [Parameter(ParameterSetName = VmSet, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(VmNameCompleter))]
+    public string[]? VmName { get; set; }
+
+    /// <summary>Devices (from Get-GalliumPciDevice): the assignments that reference them.</summary>
+    [Parameter(ParameterSetName = DeviceSet, Mandatory = true, ValueFromPipeline = true)]
+    public PciDevice[]? InputObject { get; set; }
+
+    private IReadOnlyList<VmPciAssignment>? _assignments;
+
+    protected override void ProcessRecord()
+    {
+        try { _assignments ??= Read(); }
+        catch (GalliumException e) { ThrowTerminatingError(e); }
+
+        if (ParameterSetName == DeviceSet)
+        {
+            foreach (var device in InputObject ?? [])
+                WriteObject(_assignments!.Where(a => a.Address == device.Address), enumerateCollection: true);
+            return;
+        }
+        if (VmName is null) { WriteObject(_assignments!, enumerateCollection: true); return; }
+        foreach (string name in VmName)
+        {
+            var pattern = WildcardPattern.Get(name, WildcardOptions.None);
+            var matches = _assignments!.Where(a => pattern.IsMatch(a.VmName)).ToArray();
+            WriteObject(matches, enumerateCollection: true);
+        }
+    }
+
+    private IReadOnlyList<VmPciAssignment> Read()
+    {
+        using var libvirt = OpenLibvirt(readOnly: true);
+        var domains = libvirt.ListDomains();
+        WriteVerbose($"libvirt: {domains.Count} domain(s) listed in one pass");
+        return AssignmentView.ReadAssignments(domains, NewInventory(), ReadHostCpu);
+    }
+}
