@@ -48,6 +48,7 @@ else
     echo "FAIL [boot $boot] libvirtd starts in the guest"; exit 1
 fi
 inactive() { virsh -c $uri dumpxml --inactive $vm 2>/dev/null; }
+defined() { virsh -q -c $uri dominfo $vm >/dev/null 2>&1; }
 # A <hostdev> whose <source> names the host function (REFERENCE §5.1).
 holds() { inactive | sed -n '/<hostdev /,/<\/hostdev>/p' | sed -n '/<source>/,/<\/source>/p' \
             | grep -q "<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>"; }
@@ -61,10 +62,10 @@ case $boot in
             "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>" > "$xml"
         check "VM $vm defined (persistent)" virsh -q -c $uri define "$xml" ;;
     2)
-        check "VM $vm is still defined after the reboot" virsh -q -c $uri dominfo $vm
+        check "VM $vm is still defined after the reboot" defined
         check "its persistent definition still holds $bdf" holds ;;
     3)
-        check "VM $vm is still defined after the second reboot" virsh -q -c $uri dominfo $vm
+        check "VM $vm is still defined after the second reboot" defined
         check "its definition no longer holds $bdf" holds_not ;;
 esac
 
