@@ -6,25 +6,31 @@ function Import-GalliumModule {
     if (-not ('Gallium.Pci.Testing.SimulatedHosts' -as [type])) { Add-Type -Path $env:GALLIUM_TESTING_DLL }
 }
 
+$script:Built = [System.Collections.Generic.List[object]]::new()
+
 <#
 .SYNOPSIS
-    Builds a simulated kernel tree under a new folder of $TestDrive and points the Gallium cmdlets at it
-    (through the $GalliumHostContext session variable). Returns the SimulatedKernel.
+    Builds a simulated kernel tree in a new tmpfs folder and points the Gallium cmdlets at it (through the
+    $GalliumHostContext session variable). Returns the SimulatedKernel.
+.NOTES
+    Not under $TestDrive: the tree is full of directory symlinks that loop (device -> driver -> device), and Pester's
+    recursive clean-up of $TestDrive would walk them forever. Remove-SimulatedHost deletes the tree without following links.
 #>
 function New-SimulatedHost {
     param(
         [ValidateSet('Standard', 'IommuOff', 'FirmwareOff', 'Amd')] [string] $Kind = 'Standard',
         [switch] $NotRoot
     )
-    $root = Join-Path $TestDrive ([guid]::NewGuid().ToString('n'))
-    New-Item -ItemType Directory -Path $root | Out-Null
-    $kernel = [Gallium.Pci.Testing.SimulatedHosts]::$Kind($root)
+    $kernel = [Gallium.Pci.Testing.SimulatedHosts]::$Kind([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
+    $script:Built.Add($kernel)
     $global:GalliumHostContext = $kernel.CreateContext(-not $NotRoot)
     $kernel
 }
 
 function Remove-SimulatedHost {
     Remove-Variable -Name GalliumHostContext -Scope Global -ErrorAction Ignore
+    foreach ($kernel in $script:Built) { $kernel.DeleteTree() }
+    $script:Built.Clear()
 }
 
 Export-ModuleMember -Function Import-GalliumModule, New-SimulatedHost, Remove-SimulatedHost

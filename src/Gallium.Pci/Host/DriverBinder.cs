@@ -27,23 +27,11 @@ public sealed class DriverBinder
     public bool DriverLoaded(string driver) => _sysfs.Exists(DriverPath(driver));
 
     /// <summary>The bound driver's name (basename of the <c>driver</c> link), or null when unbound (REFERENCE §3.2).</summary>
-    public string? CurrentDriver(PciAddress address)
-    {
-        string? target = _sysfs.ReadLink($"{DevicePath(address)}/driver");
-        if (string.IsNullOrEmpty(target)) return null;
-        string name = target.TrimEnd('/');
-        int slash = name.LastIndexOf('/');
-        return slash < 0 ? name : name[(slash + 1)..];
-    }
+    public string? CurrentDriver(PciAddress address) => SysfsFormat.LinkName(_sysfs.ReadLink($"{DevicePath(address)}/driver"));
 
     /// <summary>The per-device override, or null when unset: the kernel prints "(null)"; a future kernel may print "" (REFERENCE §3.3).</summary>
-    public string? DriverOverride(PciAddress address)
-    {
-        string? text = _sysfs.ReadText($"{DevicePath(address)}/driver_override");
-        if (text is null) return null;
-        text = text.TrimEnd('\n');
-        return text.Length == 0 || text == "(null)" ? null : text;
-    }
+    public string? DriverOverride(PciAddress address) =>
+        SysfsFormat.ParseDriverOverride(_sysfs.ReadText($"{DevicePath(address)}/driver_override"));
 
     /// <summary>Whether the device has the attribute at all (driverctl refuses devices without it, REFERENCE §4.2).</summary>
     public bool SupportsOverride(PciAddress address) => _sysfs.Exists($"{DevicePath(address)}/driver_override");

@@ -37,7 +37,9 @@ public sealed class PassthroughPersistence
 
     /// <summary>The udev rule for one device: on hot-add (and at boot, when udev replays "add" for every device) run the apply script.</summary>
     public string RuleContent(PciAddress address) =>
-        "# Written by Gallium.PciPassthrough (Enable-GalliumPciPassthrough): bind this device to vfio-pci when it appears.\n" +
+        !ScriptPath.All(c => char.IsAsciiLetterOrDigit(c) || c is '/' or '.' or '_' or '-' or '+' or ':' or '@')
+            ? throw new HostPathUnsafeException(ScriptPath, "a udev RUN key cannot name it (spaces, quotes or % would be split or expanded by udev).")
+            : "# Written by Gallium.PciPassthrough (Enable-GalliumPciPassthrough): bind this device to vfio-pci when it appears.\n" +
         "# Removed by Disable-GalliumPciPassthrough. The record is " + RecordPath(address) + ".\n" +
         $"ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"{address}\", RUN+=\"{ScriptPath} %k\"\n";
 

@@ -76,9 +76,8 @@ public sealed class PassthroughPlanner
         if (moving.Length > 0) steps.Add(GroupNodeStep(group.Id));
         steps.AddRange(PersistSteps(endpoints));
 
-        var before = ReadMembers(_host, group.Id);
         return new PassthroughPlan(PassthroughDirection.Enable, address, group, changes, steps,
-            allowHostCritical ? critical : [], before, () => { });
+            allowHostCritical ? critical : [], StatesOf(group), () => { });
     }
 
     /// <summary>Plans returning the IOMMU group of <paramref name="address"/> to host drivers: each member on vfio-pci gets
@@ -121,8 +120,7 @@ public sealed class PassthroughPlanner
             steps.AddRange(RemoveSteps(d.Address));
         }
 
-        var before = ReadMembers(_host, group.Id);
-        return new PassthroughPlan(PassthroughDirection.Disable, address, group, changes, steps, [], before, CheckAssignments);
+        return new PassthroughPlan(PassthroughDirection.Disable, address, group, changes, steps, [], StatesOf(group), CheckAssignments);
     }
 
     // ---- reading
@@ -137,6 +135,10 @@ public sealed class PassthroughPlanner
         var group = inventory.ReadGroup(id) ?? throw new PciDeviceNotInIommuGroupException(address);
         return (device, group);
     }
+
+    /// <summary>The states the steps were planned from: the runner refuses to run them on anything else.</summary>
+    private static IReadOnlyList<MemberState> StatesOf(IommuGroup group) =>
+        group.Devices.Select(d => new MemberState(d.Address, d.Driver, d.DriverOverride)).ToArray();
 
     /// <summary>Each member's driver and override, read straight from the kernel (no names: cheap enough to repeat under the lock).</summary>
     internal static IReadOnlyList<MemberState> ReadMembers(HostContext host, int groupId)
