@@ -54,13 +54,13 @@ AfterAll {
 }
 
 Describe 'A VM in the guest''s libvirtd uses a device the module enabled and assigned' -Tag RealKernel {
-    It 'Enable-GalliumPciPassthrough puts 01:00.0 on vfio-pci and opens /dev/vfio/<group>' {
+    It 'Enable-GalliumPciPassthrough puts 01:00.0 on vfio-pci and opens its /dev/vfio group node' {
         Enable-GalliumPciPassthrough -Address $Address -Confirm:$false
         Get-KernelDriver $Address | Should -Be 'vfio-pci'
         "/dev/vfio/$Group" | Should -Exist
     }
 
-    It 'Add-GalliumVmPciDevice writes an unmanaged <hostdev> for it into the stopped VM''s definition' {
+    It 'Add-GalliumVmPciDevice writes an unmanaged hostdev for it into the stopped VM''s definition' {
         Add-GalliumVmPciDevice -VmName $Vm -Address $Address -Confirm:$false
         $inactive = [xml] ((Invoke-Virsh dumpxml --inactive $Vm) -join "`n")
         $hostdevs = @($inactive.domain.devices.hostdev)
@@ -72,7 +72,7 @@ Describe 'A VM in the guest''s libvirtd uses a device the module enabled and ass
         "$((Get-GalliumPciDevice -Address $Address).PassthroughState)" | Should -Be 'Assigned'
     }
 
-    It 'the VM starts (paused) and its QEMU holds /dev/vfio/<group>' {
+    It 'the VM starts (paused) and its QEMU holds the /dev/vfio group node' {
         $libvirt = [Gallium.Pci.Libvirt.LibvirtConnection]::Open($Uri)
         try { $libvirt.StartDomain($Vm, $true) } finally { $libvirt.Dispose() }
         (Invoke-Virsh domstate $Vm | Select-Object -First 1).Trim() | Should -Be 'paused'
