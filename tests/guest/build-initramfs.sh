@@ -30,6 +30,9 @@ fi
 # Boot set is insmod'ed by init in this order; the vfio set is only shipped (tests need vfio-pci NOT loaded at start).
 boot_mods=(virtio_pci 9pnet_virtio 9p overlay e1000e)
 ship_mods=(vfio-pci)
+# Loaded only with run-guest.sh --persist-disk: a SATA disk on the q35 board's own AHCI controller (00:1f.2), so no PCI
+# device is added and no IOMMU group number shifts; ext4 on it (crc32c_generic: ext4's checksums if crc32c-intel cannot load).
+disk_mods=(ahci sd_mod crc32c_generic ext4)
 
 # Dependency-ordered .ko paths (relative to $moddir) for the given module names, resolved from modules.dep by kmod.
 ordered_kos() {
@@ -43,7 +46,7 @@ ordered_kos() {
 
 stage="$(mktemp -d "$work/initramfs.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,mnt/host,mnt/up,mnt/share,newroot,lib/modules/"$ver"}
+mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,mnt/host,mnt/up,mnt/share,mnt/persist,newroot,lib/modules/"$ver"}
 # The kernel opens /dev/console for init before devtmpfs exists (init.sh also reopens it, in case mknod is refused).
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true
 cp "$busybox" "$stage/bin/busybox"
@@ -53,7 +56,8 @@ done
 ln -s bin "$stage/sbin"
 
 ordered_kos "${boot_mods[@]}" > "$stage/etc/boot-modules"
-for ko in $(ordered_kos "${boot_mods[@]}" "${ship_mods[@]}"); do
+ordered_kos "${disk_mods[@]}" | grep -vxF -f "$stage/etc/boot-modules" > "$stage/etc/disk-modules" || true
+for ko in $(ordered_kos "${boot_mods[@]}" "${ship_mods[@]}" "${disk_mods[@]}"); do
     mkdir -p "$stage/lib/modules/$ver/$(dirname "$ko")"
     cp "$moddir/$ko" "$stage/lib/modules/$ver/$ko"
 done
@@ -63,6 +67,7 @@ depmod -b "$stage" "$ver"
 
 install -m 0755 "$here/init.sh" "$stage/init"
 log "boot modules: $(tr '\n' ' ' < "$stage/etc/boot-modules")"
+log "disk modules (--persist-disk): $(tr '\n' ' ' < "$stage/etc/disk-modules")"
 ( cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --quiet ) | gzip -1 > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$out"

@@ -18,9 +18,21 @@ while read -r ko; do
 done < /etc/boot-modules
 
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /mnt/share || die "cannot mount the share"
-KMODDIR=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0
+KMODDIR=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0; PERSIST=0
 . /mnt/share/config || die "cannot read the share's config"
 [ "$VERBOSE" = 1 ] && say "modules loaded at $(cut -d' ' -f1 /proc/uptime)s"
+
+# --persist-disk: an ext4 disk on the board's AHCI port that outlives this boot (the guest's "real" /etc and /var/lib).
+if [ "$PERSIST" = 1 ]; then
+    while read -r ko; do
+        # crc32c-intel/crct10dif-pclmul need CPU features TCG may lack; the generic versions cover them.
+        insmod "/lib/modules/$ver/$ko" 2>/dev/null || { [ "$VERBOSE" = 1 ] && say "insmod $ko failed (ignored)"; }
+    done < /etc/disk-modules
+    for _ in $(seq 1 100); do [ -b /dev/sda ] && break; sleep 0.1; done
+    mount -t ext4 /dev/sda /mnt/persist || die "cannot mount the persistent disk (/dev/sda, ext4)"
+    mkdir -p /mnt/persist/gallium /mnt/persist/libvirt/etc-qemu /mnt/persist/libvirt/var-lib /mnt/persist/libvirt/var-cache
+    [ "$VERBOSE" = 1 ] && say "persistent disk mounted at $(cut -d' ' -f1 /proc/uptime)s"
+fi
 
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /mnt/host || die "cannot mount hostroot"
 mount -t tmpfs -o mode=0755 tmpfs /mnt/up || die "tmpfs"
@@ -49,6 +61,28 @@ for m in $LOAD; do
     chroot $r /sbin/modprobe "$m" || say "warning: modprobe $m failed"
 done
 
+if [ "$PERSIST" = 1 ]; then
+    # /persist/gallium is GALLIUM_STATE_ROOT (records, udev rules, apply script); libvirt's definitions live on the disk too.
+    mkdir -p $r/persist $r/etc/libvirt/qemu $r/var/lib/libvirt $r/var/cache/libvirt
+    mount --bind /mnt/persist $r/persist || die "bind /persist"
+    mount --bind /mnt/persist/libvirt/etc-qemu $r/etc/libvirt/qemu || die "bind /etc/libvirt/qemu"
+    mount --bind /mnt/persist/libvirt/var-lib $r/var/lib/libvirt || die "bind /var/lib/libvirt"
+    mount --bind /mnt/persist/libvirt/var-cache $r/var/cache/libvirt || die "bind /var/cache/libvirt"
+    # The boot unit's job (on a real host the udev rule or a systemd unit does it; this init runs no udev): apply every record.
+    apply=/persist/gallium/usr/local/libexec/gallium/gallium-vfio-apply
+    if [ -x "$r$apply" ]; then
+        # With the PATH systemd gives a unit (and udevd its RUN programs): the script finds modprobe in sbin.
+        chroot $r /usr/bin/env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$apply" --all \
+            > $r/run/gallium-boot-apply.log 2>&1
+        arc=$?
+        echo "exit $arc" >> $r/run/gallium-boot-apply.log
+        [ "$arc" = 0 ] || say "warning: $apply --all exited $arc (see /run/gallium-boot-apply.log)"
+        [ "$VERBOSE" = 1 ] && say "$apply --all exited $arc at $(cut -d' ' -f1 /proc/uptime)s"
+    else
+        echo "no $apply" > $r/run/gallium-boot-apply.log
+    fi
+fi
+
 [ "$RAWOUT" = 1 ] && stty -onlcr 2>/dev/null
 [ "$VERBOSE" = 1 ] && say "running command at $(cut -d' ' -f1 /proc/uptime)s"
 cd /
@@ -60,6 +94,12 @@ else
 fi
 rc=$?
 [ "$VERBOSE" = 1 ] && say "command exited $rc at $(cut -d' ' -f1 /proc/uptime)s"
+if [ "$PERSIST" = 1 ]; then
+    # Daemons the command started (libvirtd, QEMU) hold files on the disk: stop everything, then unmount it cleanly.
+    kill -TERM -1 2>/dev/null; sleep 0.5; kill -KILL -1 2>/dev/null; sleep 0.2
+    for m in $r/var/cache/libvirt $r/var/lib/libvirt $r/etc/libvirt/qemu $r/persist; do umount $m 2>/dev/null; done
+    umount /mnt/persist 2>/dev/null || mount -o remount,ro /mnt/persist || say "warning: the persistent disk was not unmounted cleanly"
+fi
 echo "$rc" > /mnt/share/rc.tmp && mv /mnt/share/rc.tmp /mnt/share/rc
 sync
 [ "$VERBOSE" = 1 ] || echo 0 > /proc/sys/kernel/printk   # keep "reboot: Power down" out of the command's output

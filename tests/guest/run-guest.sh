@@ -4,13 +4,18 @@
 # kernel's, so tests may bind devices to vfio-pci there without touching this machine's devices (REFERENCE §7).
 #
 # Usage: run-guest.sh [--no-iommu] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
-#                     [--verbose] -- COMMAND [ARG]...
+#                     [--persist-disk FILE] [--verbose] -- COMMAND [ARG]...
 #   --no-iommu     no intel-iommu device and intel_iommu=off: the guest has no IOMMU groups
 #   --timeout S    kill the guest after S seconds (default 900) -> exit 124
 #   --mem MB       guest RAM (default 2048)
 #   --cwd DIR      working directory of COMMAND (default: this repository's root; same path inside the guest)
 #   --load MODULE  modprobe MODULE in the guest before COMMAND (default: nothing; vfio-pci is NOT loaded at start)
 #   --share DIR    use DIR as the read-write share (visible in the guest as $GALLIUM_GUEST_SHARE) and keep it
+#   --persist-disk FILE  a raw ext4 image (created sparse, 256 MiB, when FILE does not exist) that survives the boot: a SATA
+#                  disk on the board's AHCI controller 00:1f.2 (no PCI device added), mounted at /persist; the guest gets
+#                  GALLIUM_STATE_ROOT=/persist/gallium, and /etc/libvirt/qemu, /var/lib/libvirt, /var/cache/libvirt bound
+#                  from it; before COMMAND, init runs /persist/gallium/usr/local/libexec/gallium/gallium-vfio-apply --all
+#                  when it exists (the boot unit's job; log in /run/gallium-boot-apply.log)
 #   --verbose      kernel messages on the console, guest timing lines, host wall time on stderr
 # Exit code: COMMAND's exit code; 124 on timeout; 125 if the guest died before reporting (or could not cd/start).
 # Environment in the guest: PATH (the caller's, plus the sbin dirs), HOME=/root, DOTNET_CLI_HOME=/root,
@@ -44,7 +49,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 work="$here/work"
 
-iommu=1 timeout_s=900 mem=2048 cwd="$repo" share="" keep_share=0 verbose=0 load=()
+iommu=1 timeout_s=900 mem=2048 cwd="$repo" share="" keep_share=0 verbose=0 load=() persist=""
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,6 +59,7 @@ while [ $# -gt 0 ]; do
         --cwd) cwd="$(cd "${2:?}" 2>/dev/null && pwd)" || { echo "run-guest: no directory $2" >&2; exit 2; }; shift ;;
         --load) load+=("${2:?}"); shift ;;
         --share) share="${2:?}"; keep_share=1; shift ;;
+        --persist-disk) persist="${2:?}"; shift ;;
         --verbose) verbose=1 ;;
         --) shift; break ;;
         -h|--help) usage ;;
@@ -76,6 +82,19 @@ exec 9>&-
 vmlinuz="$(ls "$kdir"/boot/vmlinuz-* | head -n1)"
 ver="${vmlinuz##*/vmlinuz-}"
 
+persist_args=()
+if [ -n "$persist" ]; then
+    if [ ! -e "$persist" ]; then
+        truncate -s 256M "$persist"
+        PATH="$PATH:/usr/sbin:/sbin" mkfs.ext4 -F -q -L gallium-persist "$persist" \
+            || { rm -f "$persist"; echo "run-guest: mkfs.ext4 $persist failed" >&2; exit 2; }
+    fi
+    persist="$(cd "$(dirname "$persist")" && pwd)/$(basename "$persist")"
+    # ide.0 = the first port of the q35 board's ICH9 AHCI (00:1f.2): no new PCI function, so no group number moves.
+    # QEMU locks the image: two guests cannot write one disk at once.
+    persist_args=(-drive "file=$persist,format=raw,if=none,id=persist,cache=writeback" -device ide-hd,drive=persist,bus=ide.0)
+fi
+
 if [ -z "$share" ]; then
     share="$(mktemp -d "$work/runs/run.XXXXXX")"
 else
@@ -94,6 +113,7 @@ sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }   # single-quote for the guest's bus
     echo "RAWOUT=$((1 - interactive))"
     echo "INTERACTIVE=$interactive"
     echo "VERBOSE=$verbose"
+    echo "PERSIST=$([ -n "$persist" ] && echo 1 || echo 0)"
 } > "$share/config"
 
 guest_path="$PATH"
@@ -108,6 +128,7 @@ done
     printf 'export PATH=%q\n' "$guest_path"
     echo 'export HOME=/root DOTNET_CLI_HOME=/root DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 GALLIUM_TEST_GUARD=1'
     echo 'export GALLIUM_GUEST_SHARE=/run/gallium-share'
+    [ -n "$persist" ] && echo 'export GALLIUM_STATE_ROOT=/persist/gallium GALLIUM_GUEST_PERSIST=/persist'
     if [ "$interactive" = 1 ]; then printf 'export TERM=%q\n' "${TERM:-vt100}"; else echo 'export TERM=dumb NO_COLOR=1'; fi
     printf 'cd -- %q || { echo "run-guest: cannot cd to %q in the guest" >&2; exit 125; }\n' "$cwd" "$cwd"
     printf 'exec'; printf ' %q' "$@"; printf '\n'
@@ -149,7 +170,7 @@ topology=(
 
 qemu=(qemu-system-x86_64 -accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m "$mem"
       -nographic -no-reboot -nodefaults -serial stdio
-      "${iommu_args[@]}" "${topology[@]}"
+      "${iommu_args[@]}" "${topology[@]}" "${persist_args[@]}"
       -kernel "$vmlinuz" -initrd "$initrd" -append "$append")
 
 start=$(date +%s.%N)
