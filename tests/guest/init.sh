@@ -18,7 +18,7 @@ while read -r ko; do
 done < /etc/boot-modules
 
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /mnt/share || die "cannot mount the share"
-KMODDIR=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0; PERSIST=0
+KMODDIR=""; CWD=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0; PERSIST=0
 . /mnt/share/config || die "cannot read the share's config"
 [ "$VERBOSE" = 1 ] && say "modules loaded at $(cut -d' ' -f1 /proc/uptime)s"
 
@@ -45,10 +45,14 @@ mount -t devtmpfs dev $r/dev
 mkdir -p $r/dev/pts $r/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts $r/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $r/dev/shm
+# The command's directory may live under /tmp or /run (CI clones there): keep it visible, and writable through the
+# overlay, under the fresh tmpfs mounts below.
+case "$CWD" in /tmp/*|/run/*) mkdir -p /mnt/cwd && mount --bind "$r$CWD" /mnt/cwd || die "cannot keep $CWD" ;; esac
 mount -t tmpfs -o mode=1777 tmpfs $r/tmp
 # A fresh /run: the host's /run holds its own pid files and libvirt sockets, which a guest daemon must not see.
 mount -t tmpfs -o mode=0755 tmpfs $r/run
 mkdir -p $r/run/gallium-share
+case "$CWD" in /tmp/*|/run/*) mkdir -p "$r$CWD" && mount --bind /mnt/cwd "$r$CWD" || die "cannot bind $CWD" ;; esac
 mount --bind /mnt/share $r/run/gallium-share
 # The host userland has no /lib/modules for this kernel: bind the extracted tree so `modprobe vfio-pci` works.
 if [ -n "$KMODDIR" ] && [ -d "/mnt/host$KMODDIR" ]; then

@@ -109,6 +109,7 @@ interactive=0
 sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }   # single-quote for the guest's busybox sh
 {
     echo "KMODDIR=$(sq "$kdir/lib/modules/$ver")"
+    echo "CWD=$(sq "$cwd")"
     echo "LOAD=$(sq "${load[*]:-}")"
     echo "RAWOUT=$((1 - interactive))"
     echo "INTERACTIVE=$interactive"

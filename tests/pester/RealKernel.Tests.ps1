@@ -42,7 +42,7 @@ Describe 'Enable and Disable on a real kernel' -Tag RealKernel {
 
         It 'Get-GalliumIommuGroup shows the four members and the group is not viable while the NICs are on e1000e' {
             $g = Get-GalliumIommuGroup -Id $group
-            @($g.Devices.Address | ForEach-Object ToString) | Should -Be @('0000:00:04.0', '0000:00:04.1', '0000:03:00.0', '0000:04:00.0')
+            @($g.Devices | ForEach-Object { "$($_.Address)" }) | Should -Be @('0000:00:04.0', '0000:00:04.1', '0000:03:00.0', '0000:04:00.0')
             $g.IsViable | Should -BeFalse
         }
 
@@ -114,7 +114,7 @@ Describe 'Enable and Disable on a real kernel' -Tag RealKernel {
 
         It 'Enable of one function of a multi-function pair takes its sibling too, and -PassThru returns both' {
             $out = Enable-GalliumPciPassthrough -Address 0000:05:00.0 -Confirm:$false -PassThru
-            @($out.Address | ForEach-Object ToString) | Should -Be @('0000:05:00.0', '0000:05:00.1')
+            @($out | ForEach-Object { "$($_.Address)" }) | Should -Be @('0000:05:00.0', '0000:05:00.1')  # not $out.Address: arrays have an Address() method
             $out.Driver | Should -Be @('vfio-pci', 'vfio-pci')
             Get-KernelDriver 0000:05:00.1 | Should -Be 'vfio-pci'
             Disable-GalliumPciPassthrough -Address 0000:05:00.1 -Confirm:$false
