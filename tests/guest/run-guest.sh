@@ -5,7 +5,8 @@
 #
 # Usage: run-guest.sh [--no-iommu] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
 #                     [--persist-disk FILE] [--verbose] -- COMMAND [ARG]...
-#   --no-iommu     no intel-iommu device and intel_iommu=off: the guest has no IOMMU groups
+#   --no-iommu     boot with intel_iommu=off: the firmware still has VT-d (DMAR table), the kernel turned it off, so the
+#                  guest has no IOMMU groups and the remedy is on the kernel command line
 #   --timeout S    kill the guest after S seconds (default 900) -> exit 124
 #   --mem MB       guest RAM (default 2048)
 #   --cwd DIR      working directory of COMMAND (default: this repository's root; same path inside the guest)
@@ -136,9 +137,9 @@ done
 } > "$share/cmd"
 
 append="console=ttyS0 panic=-1 gallium.testguest=1 rdinit=/init"
-iommu_args=()
+# The emulated VT-d stays in both cases (so the firmware publishes its DMAR table); --no-iommu turns it off in the kernel.
+iommu_args=(-device intel-iommu,intremap=on)
 if [ "$iommu" = 1 ]; then
-    iommu_args=(-device intel-iommu,intremap=on)
     append="$append intel_iommu=on"
 else
     append="$append intel_iommu=off"
