@@ -75,12 +75,14 @@ function Get-TrxCounts([string] $Path) {
 
 # A child process prints one marker line with its counts; the line survives the QEMU serial console too.
 function Get-MarkerCounts([string[]] $Lines, [string] $Suite) {
-    $line = $Lines | Where-Object { $_ -match '^GALLIUM-PESTER-RESULT ' } | Select-Object -Last 1
-    if (-not $line) {
+    # The serial console of the guest pads and colours lines: find the marker anywhere in a line, without escape codes.
+    $match = $Lines | ForEach-Object { [regex]::Match(($_ -replace '\x1b\[[0-9;?]*[a-zA-Z]', ''), 'GALLIUM-PESTER-RESULT (\{[^}]*\})') } |
+        Where-Object Success | Select-Object -Last 1
+    if (-not $match) {
         Write-Host "$Suite produced no result line: counted as 1 failure."
         return [pscustomobject]@{ Passed = 0; Failed = 1; Skipped = 0 }
     }
-    $r = ($line -replace '^GALLIUM-PESTER-RESULT ', '') | ConvertFrom-Json
+    $r = $match.Groups[1].Value | ConvertFrom-Json
     [pscustomobject]@{ Passed = [int]$r.Passed; Failed = [int]$r.Failed; Skipped = [int]$r.Skipped }
 }
 

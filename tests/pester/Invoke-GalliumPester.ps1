@@ -28,6 +28,7 @@ function Find-Pester {
 }
 
 $env:GALLIUM_TEST_GUARD = '1'
+$ProgressPreference = 'SilentlyContinue'   # cmdlets still call WriteProgress; the bars only clutter a log
 $env:GALLIUM_MODULE_PATH = (Resolve-Path $ModulePath).Path
 $env:GALLIUM_TESTING_DLL = Join-Path $repo "tests/Gallium.Pci.Testing/bin/$Configuration/net8.0/Gallium.Pci.Testing.dll"
 $env:GALLIUM_REPO = $repo.Path
