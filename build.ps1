@@ -119,12 +119,14 @@ function Invoke-Test {
     $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel,RealKernelNoIommu'))
 
     if ($SkipGuest) {
-        Write-Host "`nThe real-kernel suite was skipped (-SkipGuest): its RealKernel tests did not run."
+        Write-Host "`nThe QEMU suites were skipped (-SkipGuest): the RealKernel tests and the large-BAR boot proof did not run."
     } else {
         $guest = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--timeout', '1500', '--') + $pwsh + @('-Tag', 'RealKernel')
         $totals['Guest'] = Invoke-PesterSuite 'Pester RealKernel (inside the QEMU guest: Debian kernel, vIOMMU)' $guest
         $noIommu = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--no-iommu', '--timeout', '600', '--') + $pwsh + @('-Tag', 'RealKernelNoIommu')
         $totals['NoIommu'] = Invoke-PesterSuite 'Pester RealKernelNoIommu (inside the QEMU guest booted with intel_iommu=off)' $noIommu
+        # Issue 6's proof: the same large BAR unassigned without the fix and assigned with it, booted under OVMF by libvirt.
+        $totals['LargeBar'] = Invoke-PesterSuite 'Large-BAR boot proof (OVMF guests under a real libvirtd)' @('bash', (Join-Path $Root 'tests/mmio/boot-proof.sh'))
     }
 
     Write-Host "`n=== Summary ==="

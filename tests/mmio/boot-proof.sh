@@ -176,6 +176,7 @@ boot() {
 }
 
 FAILURES=0
+PASSES=0
 ROWS=()
 # run_case ID CPU-XML MEMBAR EXPECT-WITHOUT(fail|ok) WHAT
 run_case() {
@@ -220,7 +221,7 @@ run_case() {
         [ "$without" = "$expect" ] || verdict="FAIL(as-is: $without, expected $expect)"
         changes="(none needed)"
     fi
-    [ "${verdict%%(*}" = PASS ] || FAILURES=$((FAILURES + 1))
+    if [ "${verdict%%(*}" = PASS ]; then PASSES=$((PASSES + 1)); else FAILURES=$((FAILURES + 1)); fi
     ROWS+=("$(printf '%-2s %-30s %-5s %-40s %-11s %6s  %-15s %6s  %-15s %s' \
         "$id" "$what" "$bar" "$changes" "$without" "$t_without" "$with" "$t_with" "$expect" "$verdict")")
     virsh_ undefine --nvram "$name" >/dev/null 2>&1 || true
@@ -255,5 +256,7 @@ printf '%-2s %-30s %-5s %-40s %-11s %6s  %-15s %6s  %-15s %s\n' \
     id case BAR "fix (planned by Gallium.Pci.Mmio)" without secs "with fix" secs "expected BAR" verdict
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo "total $(( $(date +%s) - T_START )) s; serial logs in $work/logs"
+# One case = one test in build.ps1's totals.
+echo "GALLIUM-PESTER-RESULT {\"Passed\":$PASSES,\"Failed\":$FAILURES,\"Skipped\":0}"
 [ "$FAILURES" -eq 0 ] || { echo "boot-proof: $FAILURES case(s) failed"; exit 1; }
 echo "boot-proof: all expectations held"
