@@ -85,9 +85,14 @@ Describe 'Get-GalliumPciDevice on a simulated host' {
 
     It 'renders the default table with the columns an admin needs' {
         $text = Get-GalliumPciDevice -Address $H::Gpu | Format-Table | Out-String -Width 200
-        foreach ($column in 'Address', 'Class', 'Device', 'Driver', 'Group', 'Passthrough', 'AssignedTo') { $text | Should -Match $column }
+        foreach ($column in 'Address', 'Class', 'Device', 'Driver', 'Group', 'Passthrough', 'Bar64', 'AssignedTo') { $text | Should -Match $column }
         $text | Should -Match ([regex]::Escape($H::Gpu))
         $text | Should -Match 'nvidia'
+    }
+
+    It 'answers "is this a large-BAR device?" in the table: the H100 shows its 128G of 64-bit BARs' {
+        $text = Get-GalliumPciDevice -Address $H::ComputeGpu | Format-Table | Out-String -Width 200
+        $text | Should -Match '128G'
     }
 
     It 'completes -Address with the host''s addresses, showing the device in the tooltip' {

@@ -25,4 +25,15 @@ public static class SizeText
         while (u < units.Length - 1 && v >= 1024 && v % 1024 == 0) { v /= 1024; u++; }
         return u == 0 ? $"{v}" : $"{v}{units[u]}";
     }
+
+    /// <summary>The size in the largest unit it reaches, with at most one decimal: 128 GiB + 32 MiB reads "128G".</summary>
+    public static string Approximate(ulong bytes)
+    {
+        string[] units = ["", "K", "M", "G", "T", "P"];
+        double v = bytes;
+        int u = 0;
+        while (u < units.Length - 1 && v >= 1024) { v /= 1024; u++; }
+        string number = v.ToString(v >= 100 ? "0" : "0.#", System.Globalization.CultureInfo.InvariantCulture);
+        return number + units[u];
+    }
 }
