@@ -11,6 +11,8 @@
 #>
 param([Parameter(Mandatory)] [string] $ModulePath)
 $ErrorActionPreference = 'Stop'
+# Progress bars are for an interactive console; on the serial console they become long runs of redrawn lines.
+$ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 
 if ((Get-Content /proc/cmdline -Raw) -notmatch 'gallium\.testguest=1') {
