@@ -69,6 +69,12 @@ for m in $LOAD; do
     chroot $r /sbin/modprobe "$m" || say "warning: modprobe $m failed"
 done
 
+# The guest's libvirt starts empty: the host's domain definitions, state and logs (other test runs' VMs, which may
+# name this guest's PCI addresses) must not appear in it.
+for d in etc/libvirt/qemu var/lib/libvirt var/cache/libvirt var/log/libvirt; do
+    mkdir -p "$r/$d" && mount -t tmpfs -o mode=0755 tmpfs "$r/$d" || die "tmpfs on /$d"
+done
+
 if [ "$PERSIST" = 1 ]; then
     # /persist/gallium is GALLIUM_STATE_ROOT (records, udev rules, apply script); libvirt's definitions live on the disk too.
     mkdir -p $r/persist $r/etc/libvirt/qemu $r/var/lib/libvirt $r/var/cache/libvirt
