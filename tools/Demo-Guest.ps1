@@ -11,6 +11,8 @@
 #>
 param([Parameter(Mandatory)] [string] $ModulePath)
 $ErrorActionPreference = 'Stop'
+# Progress bars are for an interactive console; on the serial console they become long runs of redrawn lines.
+$ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 
 if ((Get-Content /proc/cmdline -Raw) -notmatch 'gallium\.testguest=1') {
@@ -139,12 +141,11 @@ Look "readlink /sys/bus/pci/devices/$Nic/driver"
 
 Section 'Stop the VM and take the device out (Remove asks first)'
 Look "virsh -c $Uri destroy web1; virsh -c $Uri domstate web1"
-Say 'Remove-GalliumVmPciDevice has ConfirmImpact High, so it asks. Here a fresh pwsh gets the answer "y" on its input,'
-Say 'exactly as if typed (in scripts, -Confirm:$false or -Force skips the prompt).'
-Write-Host ''
-Write-Host "PS> Remove-GalliumVmPciDevice -VmName web1 -Address $Nic"
-$child = "Import-Module '$ModulePath'; Remove-GalliumVmPciDevice -VmName web1 -Address $Nic"
-"y`n" | & dotnet pwsh -NoProfile -Command $child 2>&1 | Out-Host
+Say 'Remove-GalliumVmPciDevice has ConfirmImpact High, so it asks, with the real console prompt; the demo types the'
+Say 'answer "y" for you (a scripted console input). In scripts, -Confirm:$false or -Force skips the prompt.'
+$keyboard = [Console]::In
+[Console]::SetIn([System.IO.StringReader]::new("y`n"))
+try { Show "Remove-GalliumVmPciDevice -VmName web1 -Address $Nic" } finally { [Console]::SetIn($keyboard) }
 Look "virsh -c $Uri dumpxml --inactive web1 | grep -c '<hostdev' || true"
 
 Section 'Disable: the NIC goes back to its host driver'

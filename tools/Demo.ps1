@@ -30,10 +30,11 @@ if ($HostOnly) {
     return
 }
 
+# Not -NonInteractive: the demo answers Remove's confirmation prompt through the real console host.
 Write-Host "Booting the test guest (QEMU TCG, Debian kernel, vIOMMU); the walk runs inside it ..."
 $started = Get-Date
 & bash (Join-Path $repo 'tests/guest/run-guest.sh') --timeout $TimeoutSeconds -- `
-    dotnet pwsh -NoProfile -NonInteractive -File (Join-Path $repo 'tools/Demo-Guest.ps1') -ModulePath $ModulePath
+    dotnet pwsh -NoProfile -File (Join-Path $repo 'tools/Demo-Guest.ps1') -ModulePath $ModulePath
 $rc = $LASTEXITCODE
 Write-Host ('Guest demo finished in {0:N0}s (exit {1}).' -f ((Get-Date) - $started).TotalSeconds, $rc)
 exit $rc

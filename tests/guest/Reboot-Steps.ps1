@@ -15,6 +15,8 @@ param(
     [Parameter(Mandatory)] [string] $Group
 )
 $ErrorActionPreference = 'Stop'
+# Progress bars are for an interactive console; on the serial console they become long runs of redrawn lines.
+$ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 $script:Failed = 0
 

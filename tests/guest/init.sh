@@ -25,8 +25,12 @@ KMODDIR=""; CWD=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0; PERSIST=0
 # --persist-disk: an ext4 disk on the board's AHCI port that outlives this boot (the guest's "real" /etc and /var/lib).
 if [ "$PERSIST" = 1 ]; then
     while read -r ko; do
+        opts=""
+        # QEMU 7.2's AHCI aborts some NCQ writes ("PRDT length for NCQ command (0x0)") and libata then resets the link:
+        # plain DMA commands instead. (insmod, unlike modprobe, does not take libata.force= from the kernel command line.)
+        case "$ko" in */libata.ko) opts="force=noncq" ;; esac
         # crc32c-intel/crct10dif-pclmul need CPU features TCG may lack; the generic versions cover them.
-        insmod "/lib/modules/$ver/$ko" 2>/dev/null || { [ "$VERBOSE" = 1 ] && say "insmod $ko failed (ignored)"; }
+        insmod "/lib/modules/$ver/$ko" $opts 2>/dev/null || { [ "$VERBOSE" = 1 ] && say "insmod $ko failed (ignored)"; }
     done < /etc/disk-modules
     for _ in $(seq 1 100); do [ -b /dev/sda ] && break; sleep 0.1; done
     mount -t ext4 /dev/sda /mnt/persist || die "cannot mount the persistent disk (/dev/sda, ext4)"
@@ -63,6 +67,12 @@ else
 fi
 for m in $LOAD; do
     chroot $r /sbin/modprobe "$m" || say "warning: modprobe $m failed"
+done
+
+# The guest's libvirt starts empty: the host's domain definitions, state and logs (other test runs' VMs, which may
+# name this guest's PCI addresses) must not appear in it.
+for d in etc/libvirt/qemu var/lib/libvirt var/cache/libvirt var/log/libvirt; do
+    mkdir -p "$r/$d" && mount -t tmpfs -o mode=0755 tmpfs "$r/$d" || die "tmpfs on /$d"
 done
 
 if [ "$PERSIST" = 1 ]; then

@@ -47,12 +47,16 @@ if bash "$here/../libvirt/start-libvirtd.sh" >/dev/null; then
 else
     echo "FAIL [boot $boot] libvirtd starts in the guest"; exit 1
 fi
-inactive() { virsh -c $uri dumpxml --inactive $vm 2>/dev/null; }
 defined() { virsh -q -c $uri dominfo $vm >/dev/null 2>&1; }
-# A <hostdev> whose <source> names the host function (REFERENCE §5.1).
-holds() { inactive | sed -n '/<hostdev /,/<\/hostdev>/p' | sed -n '/<source>/,/<\/source>/p' \
-            | grep -q "<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>"; }
-holds_not() { inactive | grep -q "<name>$vm</name>" && ! holds; }
+# A <hostdev> whose <source> names the host function (REFERENCE §5.1). No `grep -q` in a pipe: under pipefail the
+# writer's SIGPIPE would turn a match into a failure.
+holds() {
+    local xml
+    xml=$(virsh -c $uri dumpxml --inactive $vm 2>/dev/null) || return 1
+    xml=$(sed -n '/<hostdev /,/<\/hostdev>/p' <<<"$xml" | sed -n '/<source>/,/<\/source>/p')
+    [[ $xml == *"<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>"* ]]
+}
+holds_not() { defined && ! holds; }
 case $boot in
     1)
         # A persistent, diskless TCG q35 VM; its definition lands in /etc/libvirt/qemu, i.e. on the disk.
