@@ -101,9 +101,7 @@ function Invoke-PesterSuite([string] $Suite, [string[]] $Command) {
 
 function Invoke-Test {
     Invoke-Build
-    if (-not $SkipPrepare -and $IsLinux -and (& id -u) -eq '0') {
-        Invoke-Native bash @((Join-Path $Root 'tests/prepare-host.sh')) | Out-Host
-    }
+    Invoke-Prepare
     New-Item -ItemType Directory -Force -Path $ResultsDir | Out-Null
     $totals = [ordered]@{}
 
@@ -140,8 +138,15 @@ function Invoke-Test {
     if ($f -gt 0) { exit 1 }
 }
 
+function Invoke-Prepare {
+    if (-not $SkipPrepare -and $IsLinux -and (& id -u) -eq '0') {
+        Invoke-Native bash @((Join-Path $Root 'tests/prepare-host.sh')) | Out-Host
+    }
+}
+
 function Invoke-Demo {
     Invoke-Build
+    Invoke-Prepare     # QEMU, OVMF, libvirt: the demo boots the hypervisor in a box
     & dotnet pwsh -NoProfile -File (Join-Path $Root 'tools/Demo.ps1') -ModulePath $ModuleOut
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 }
