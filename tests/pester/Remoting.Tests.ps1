@@ -191,7 +191,7 @@ Describe 'Fleet inventory over PowerShell SSH remoting (this host, read-only)' -
     }
 
     It 'deserialized devices render locally with the module''s table view' {
-        (Get-TableLines $remoteDevices)[0] | Should -Match '^Address\s+Class\s+Device\s+Driver\s+Group\s+Passthrough\s+AssignedTo\s+PSComputerName$'
+        (Get-TableLines $remoteDevices)[0] | Should -Match '^Address\s+Class\s+Device\s+Driver\s+Group\s+Passthrough\s+Bar64\s+AssignedTo\s+PSComputerName$'
         $rows = @(Get-TableRows $remoteDevices)
         $rows.Count | Should -Be $localDevices.Count
         foreach ($live in $localDevices) {
@@ -203,6 +203,7 @@ Describe 'Fleet inventory over PowerShell SSH remoting (this host, read-only)' -
                 Driver         = if ($live.Driver) { $live.Driver } else { '-' }
                 Group          = "$($live.IommuGroup)"
                 Passthrough    = "$($live.PassthroughState)"
+                Bar64          = if ($live.Bar64Size) { [Gallium.Pci.SizeText]::Approximate($live.Bar64Size) } else { '' }
                 AssignedTo     = $live.AssignedTo -join ', '
                 PSComputerName = 'localhost'
             }
