@@ -159,8 +159,8 @@ public sealed class PassthroughPersistence
         #   gallium-vfio-apply --all                 apply every record (for a boot unit, or an init without udev)
         # Written by Enable-GalliumPciPassthrough; it is rewritten on the next Enable, so do not edit it.
         set -u
-        # udev RUN and early boot units start with a minimal PATH: modprobe lives in /sbin or /usr/sbin.
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}
+        # udev RUN and early boot units start with a minimal PATH: add the sbin directories modprobe lives in, after the caller's.
+        PATH=${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
         export PATH
         records=@RECORDS@
         sys=/sys
