@@ -112,10 +112,13 @@ public sealed class DeviceInventory
     /// <summary>The function's sysfs facts, without names (<see cref="Named"/> adds them).</summary>
     private PciDevice? ReadDevice(PciAddress address, string name)
     {
-        string dir = DevicesDir + "/" + name;
-        var entries = _sysfs.List(dir);
-        if (entries.Count == 0) return null;  // no such function, or it was just removed
+        using var directory = SysfsDirectories.Open(_sysfs, DevicesDir + "/" + name);
+        return directory is null ? null : ReadDevice(address, directory);  // null: no such function, or it was just removed
+    }
 
+    private static PciDevice? ReadDevice(PciAddress address, ISysfsDirectory directory)
+    {
+        var entries = directory.Names;
         var present = Attributes.None;
         List<(int Index, string Entry)>? virtfns = null;
         foreach (string entry in entries)
@@ -146,8 +149,8 @@ public sealed class DeviceInventory
                 (virtfns ??= []).Add((n, entry));
         }
 
-        string? Text(Attributes a, string file) => (present & a) != 0 ? _sysfs.ReadText(dir + "/" + file) : null;
-        string? Link(Attributes a, string file) => (present & a) != 0 ? _sysfs.ReadLink(dir + "/" + file) : null;
+        string? Text(Attributes a, string file) => (present & a) != 0 ? directory.ReadText(file) : null;
+        string? Link(Attributes a, string file) => (present & a) != 0 ? directory.ReadLink(file) : null;
 
         // vendor and device identify the function; if they cannot be read, it is gone.
         if (SysfsFormat.ParseId(Text(Attributes.Vendor, "vendor")) is not { } vendor) return null;
@@ -163,7 +166,7 @@ public sealed class DeviceInventory
             var list = new List<PciAddress>(virtfns.Count);
             foreach (var (_, entry) in virtfns)
             {
-                if (SysfsFormat.ParseDeviceLink(_sysfs.ReadLink(dir + "/" + entry)) is { } vf) list.Add(vf);
+                if (SysfsFormat.ParseDeviceLink(directory.ReadLink(entry)) is { } vf) list.Add(vf);
             }
             vfs = list;
         }
