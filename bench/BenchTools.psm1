@@ -12,8 +12,9 @@ function Get-Median([double[]] $Values) {
 
 <#
 .SYNOPSIS
-    Runs each candidate (a scriptblock that returns its own elapsed milliseconds) Warmup + Runs times, taking turns and
-    swapping the order every round so that load on the machine falls on all of them alike; returns the medians.
+    Runs each candidate (a scriptblock that returns its own elapsed milliseconds, or an Invoke-TimedProcess result) Warmup +
+    Runs times, taking turns and swapping the order every round so that load on the machine falls on all of them alike;
+    returns the medians (and, for child processes, the median CPU time).
 #>
 function Measure-Interleaved {
     param(
@@ -22,15 +23,24 @@ function Measure-Interleaved {
         [int] $Runs = 7
     )
     $samples = [ordered]@{}
-    foreach ($k in $Candidates.Keys) { $samples[$k] = [System.Collections.Generic.List[double]]::new() }
+    $cpu = @{}
+    foreach ($k in $Candidates.Keys) {
+        $samples[$k] = [System.Collections.Generic.List[double]]::new()
+        $cpu[$k] = [System.Collections.Generic.List[double]]::new()
+    }
     for ($i = 0; $i -lt $Warmup + $Runs; $i++) {
         $keys = @($Candidates.Keys)
         if ($i % 2) { [array]::Reverse($keys) }
         foreach ($k in $keys) {
             # Collect the previous candidate's garbage now, not inside the next one's timing.
             [GC]::Collect(); [GC]::WaitForPendingFinalizers()
-            $ms = [double](& $Candidates[$k] | Select-Object -Last 1)
-            if ($i -ge $Warmup) { $samples[$k].Add($ms) }
+            $out = & $Candidates[$k] | Select-Object -Last 1
+            if ($i -lt $Warmup) { continue }
+            if ($out.PSObject.Properties['Ms']) {
+                $samples[$k].Add([double]$out.Ms)
+                if ($out.PSObject.Properties['CpuMs']) { $cpu[$k].Add([double]$out.CpuMs) }
+            }
+            else { $samples[$k].Add([double]$out) }
         }
     }
     $result = [ordered]@{}
@@ -41,6 +51,8 @@ function Measure-Interleaved {
             Min     = ($s | Measure-Object -Minimum).Minimum
             Max     = ($s | Measure-Object -Maximum).Maximum
             Samples = $s
+            CpuMedian = if ($cpu[$k].Count) { Get-Median $cpu[$k].ToArray() } else { [double]::NaN }
+            CpuSamples = $cpu[$k].ToArray()
         }
     }
     $result
@@ -65,6 +77,7 @@ function Invoke-TimedProcess {
     foreach ($name in $Environment.Keys) {
         if ($null -eq $Environment[$name]) { [void]$psi.Environment.Remove($name) } else { $psi.Environment[$name] = [string]$Environment[$name] }
     }
+    $cpu = Get-ChildCpuMilliseconds
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
     $p = [System.Diagnostics.Process]::Start($psi)
     $stdout = $p.StandardOutput.ReadToEndAsync()
@@ -73,10 +86,17 @@ function Invoke-TimedProcess {
     $sw.Stop()
     [pscustomobject]@{
         Ms       = $sw.Elapsed.TotalMilliseconds
+        CpuMs    = (Get-ChildCpuMilliseconds) - $cpu
         ExitCode = $p.ExitCode
         Stdout   = $stdout.Result
         Stderr   = $stderr.Result
     }
+}
+
+# User + system CPU time of finished children (NaN until the bench helpers are loaded).
+function Get-ChildCpuMilliseconds {
+    $type = 'Gallium.Pci.Bench.ChildUsage' -as [type]
+    if ($type) { $type::CpuMilliseconds() } else { [double]::NaN }
 }
 
 function Format-Ms([double] $Ms) {

@@ -97,7 +97,10 @@ function Add-Row([string] $Comparison, [string] $Size, [string] $Gallium, [strin
     $Rows.Add([pscustomobject]@{ Comparison = $Comparison; Size = $Size; Gallium = $Gallium; Peer = $Peer; Ratio = $Ratio; Goal = $Goal; Met = $Met })
 }
 
-function Format-Spread($m) { '{0} (min {1}, max {2}, n={3})' -f (Format-Ms $m.Median), (Format-Ms $m.Min), (Format-Ms $m.Max), $m.Samples.Count }
+function Format-Spread($m) {
+    $cpu = if ([double]::IsNaN($m.CpuMedian)) { '' } else { ", CPU time $(Format-Ms $m.CpuMedian)" }
+    '{0} (min {1}, max {2}, n={3}{4})' -f (Format-Ms $m.Median), (Format-Ms $m.Min), (Format-Ms $m.Max), $m.Samples.Count, $cpu
+}
 
 # ---- Inventory: Get-GalliumPciDevice against lspci on the same tree ----------------------------------------------------
 
@@ -124,7 +127,7 @@ function Invoke-InventoryBench {
 
             $m = Measure-Interleaved -Warmup 2 -Runs 7 -Candidates ([ordered]@{
                 Gallium = { $sw = [Diagnostics.Stopwatch]::StartNew(); $script:Devices = Get-GalliumPciDevice; $sw.Elapsed.TotalMilliseconds }
-                lspci   = { (Invoke-TimedProcess lspci $script:LspciArgs).Ms }
+                lspci   = { Invoke-TimedProcess lspci $script:LspciArgs }
                 # The core alone (sysfs + names, no cmdlet, no libvirt), to show where the cmdlet's time goes.
                 Core    = { $sw = [Diagnostics.Stopwatch]::StartNew(); $null = [Gallium.Pci.Host.DeviceInventory]::new($script:CoreHost, $script:CoreNames).ReadAll(); $sw.Elapsed.TotalMilliseconds }
             })
@@ -232,7 +235,7 @@ function Invoke-AssignmentsBench {
             $runs = if ($target -ge 1000) { 3 } else { 5 }
             $m = Measure-Interleaved -Warmup 1 -Runs $runs -Candidates ([ordered]@{
                 Gallium = { $sw = [Diagnostics.Stopwatch]::StartNew(); $script:Assignments = Get-GalliumVmPciDevice; $sw.Elapsed.TotalMilliseconds }
-                virsh   = { (Invoke-TimedProcess bash $script:VirshLoop).Ms }
+                virsh   = { Invoke-TimedProcess bash $script:VirshLoop }
                 # One ListAllDomains pass with each domain's XML, alone: the libvirt share of the cmdlet.
                 List    = {
                     $sw = [Diagnostics.Stopwatch]::StartNew()
@@ -281,12 +284,13 @@ function Invoke-StartupBench {
     $check = Invoke-TimedProcess $file $script:ModuleArgs -Environment $script:StartEnv
     if ($check.ExitCode -ne 0 -or $check.Stderr.Trim()) { throw "pwsh with the module failed ($($check.ExitCode)): $($check.Stderr)" }
 
-    $m = Measure-Interleaved -Warmup 2 -Runs 9 -Candidates ([ordered]@{
-        Module = { (Invoke-TimedProcess $script:StartFile $script:ModuleArgs -Environment $script:StartEnv).Ms }
-        Bare   = { (Invoke-TimedProcess $script:StartFile $script:BareArgs -Environment $script:StartEnv).Ms }
-    })
+    $m = Measure-Interleaved -Candidates ([ordered]@{
+        Module = { Invoke-TimedProcess $script:StartFile $script:ModuleArgs -Environment $script:StartEnv }
+        Bare   = { Invoke-TimedProcess $script:StartFile $script:BareArgs -Environment $script:StartEnv }
+    }) -Warmup 2 -Runs 15
     $Raw['Startup'] = $m
     $ratio = $m['Module'].Median / $m['Bare'].Median
+    $cpuRatio = $m['Module'].CpuMedian / $m['Bare'].CpuMedian
 
     # Where the extra time goes, measured inside the child.
     $split = foreach ($i in 1..3) {
@@ -301,9 +305,10 @@ function Invoke-StartupBench {
     $second = Get-Median ($split | ForEach-Object { $_[2] })
     $count = $split[0][3]
 
-    Add-Row 'Start-up: pwsh -NoProfile -c "Import-Module; Get-GalliumPciDevice | Out-Null" vs "exit"' "this host ($count functions)" `
-        (Format-Ms $m['Module'].Median) (Format-Ms $m['Bare'].Median) ('{0:N2}x bare pwsh' -f $ratio) '<= 1.5x bare pwsh' $(if ($ratio -le 1.5) { 'yes' } else { 'NO' })
-    $Details.Add("Start-up ($file): with the module $(Format-Spread $m['Module']); bare $(Format-Spread $m['Bare']). Inside the child " +
+    Add-Row 'Start-up: pwsh with Import-Module and Get-GalliumPciDevice vs bare pwsh' "this host ($count functions)" `
+        (Format-Ms $m['Module'].Median) (Format-Ms $m['Bare'].Median) ('{0:N2}x bare pwsh (CPU time {1:N2}x)' -f $ratio, $cpuRatio) '<= 1.5x bare pwsh' $(if ($ratio -le 1.5) { 'yes' } else { 'NO' })
+    $Details.Add("Start-up ($file -NoProfile -NonInteractive -Command ""Import-Module <module>; Get-GalliumPciDevice | Out-Null"" against -Command exit): with the module $(Format-Spread $m['Module']); bare $(Format-Spread $m['Bare']). " +
+        "CPU time (user + system) of the child: with the module $(Format-Ms $m['Module'].CpuMedian), bare $(Format-Ms $m['Bare'].CpuMedian). Inside the child " +
         "(median of 3): Import-Module $(Format-Ms $import), first Get-GalliumPciDevice $(Format-Ms $first) (pci.ids, libvirt connect, JIT), " +
         "second call $(Format-Ms $second).")
 }
@@ -327,6 +332,10 @@ function Invoke-GroupChangeBench {
         $hostDrivers = @{}
         foreach ($e in $endpoints) { $hostDrivers[$e] = $kernel.DriverOf($e) }
 
+        # What PlanRunner reads again after taking the host lock, to refuse if anything changed since the plan was made
+        # (a -Confirm prompt may sit between the two): vfio-pci's presence, the group's members, each one's driver and override.
+        $script:RunnerCheck = [string[]]@('Exists bus/pci/drivers/vfio-pci', 'List kernel/iommu_groups/<group>/devices',
+            'ReadLink bus/pci/devices/<fn>/driver', 'ReadText bus/pci/devices/<fn>/driver_override')
         $times = @{ Enable = [System.Collections.Generic.List[double]]::new(); Disable = [System.Collections.Generic.List[double]]::new() }
         $first = @{}
         foreach ($cycle in 1..6) {
@@ -342,7 +351,7 @@ function Invoke-GroupChangeBench {
                     if ($kernel.DriverOf($e) -ne $want) { throw "$action left $e on '$($kernel.DriverOf($e))', not '$want'." }
                 }
                 if ($cycle -gt 1) { $times[$action].Add($ms) }  # the first cycle is the warm-up (JIT, pci.ids)
-                $summary = [Gallium.Pci.Bench.SysfsTrace]::Analyze($recorder.Calls, [string[]]$members)
+                $summary = [Gallium.Pci.Bench.SysfsTrace]::Analyze($recorder.Calls, [string[]]$members, $script:RunnerCheck)
                 if ($summary.Reads -ne $kernel.ReadCount -or $summary.Writes -ne $kernel.WriteCount) {
                     throw "Recorder and kernel disagree: $($summary.Reads)/$($summary.Writes) vs $($kernel.ReadCount)/$($kernel.WriteCount)."
                 }
@@ -359,12 +368,12 @@ function Invoke-GroupChangeBench {
             $median = Get-Median $times[$action].ToArray()
             Add-Row "Group change: $action-GalliumPciPassthrough" '16-function group' `
                 ('{0} reads, {1} writes; {2:N1} reads and {3:N1} writes per function; {4}' -f $s.Reads, $s.Writes, ($s.Reads / 16), ($s.Writes / 16), (Format-Ms $median)) `
-                '-' ('{0} re-reads after a write, {1} of unchanged paths' -f $s.RereadsAfterChange, $s.RereadsUnchanged) 'no re-reads of what did not change' `
+                '-' ('re-reads: {0} after a write, {1} in the under-lock check, {2} other' -f $s.RereadsAfterChange, $s.RereadsChecked, $s.RereadsUnchanged) 'no re-reads of what did not change' `
                 $(if ($s.RereadsUnchanged -eq 0) { 'yes' } else { 'NO' })
             $Details.Add("Group change, ${action}: $($s.Reads) sysfs reads ($($s.DistinctReadPaths) distinct paths), $($s.Writes) writes; " +
                 "per function (about that function's own paths): reads avg $('{0:N1}' -f $perRead.Average) max $($perRead.Maximum), writes avg $('{0:N1}' -f $perWrite.Average) max $($perWrite.Maximum); " +
                 "time $(Format-Ms $median) (median of $($times[$action].Count)). Writes: $($s.WritesByAttribute -join ', '). " +
-                "Reads: $($s.ReadsByAttribute -join ', '). Re-reads of unchanged paths: $(if ($s.UnchangedRereads.Count) { $s.UnchangedRereads -join ', ' } else { 'none' }).")
+                "Reads: $($s.ReadsByAttribute -join ', '). Re-reads of unchanged paths outside the under-lock check: $(if ($s.UnchangedRereads.Count) { $s.UnchangedRereads -join ', ' } else { 'none' }).")
         }
     }
     finally {

@@ -3,13 +3,15 @@ using System.Text.RegularExpressions;
 namespace Gallium.Pci.Bench;
 
 /// <summary>What one command did to sysfs: reads and writes per function, and every read that repeated an earlier read of
-/// the same path — split into re-reads after a write to that function (checks of a change) and re-reads of something no
-/// write had touched (the waste the bench looks for).</summary>
+/// the same path — split into re-reads after a write to that function (checks of a change), the one deliberate second
+/// look the caller names (the runner's check under the host lock that nothing changed since the plan), and re-reads of
+/// something no write had touched (the waste the bench looks for).</summary>
 public sealed record TraceSummary(
     int Reads,
     int Writes,
     int DistinctReadPaths,
     int RereadsAfterChange,
+    int RereadsChecked,
     int RereadsUnchanged,
     IReadOnlyList<DeviceCount> PerDevice,
     IReadOnlyList<PatternCount> ReadsByAttribute,
@@ -43,10 +45,15 @@ public static partial class SysfsTrace
 
     public static string Pattern(string path) => Group().Replace(Address().Replace(path, "<fn>"), "iommu_groups/<group>");
 
-    public static TraceSummary Analyze(IReadOnlyList<SysfsCall> calls, IEnumerable<string> devices)
+    /// <param name="checkPatterns">Patterns (<see cref="Pattern"/>, prefixed with the call kind) whose second read of a path
+    /// is the deliberate pre-act check rather than waste; a third read is waste again.</param>
+    public static TraceSummary Analyze(IReadOnlyList<SysfsCall> calls, IEnumerable<string> devices, IReadOnlyCollection<string>? checkPatterns = null)
     {
         ArgumentNullException.ThrowIfNull(calls);
         var members = devices.ToList();
+        var checks = new HashSet<string>(checkPatterns ?? [], StringComparer.Ordinal);
+        var readCount = new Dictionary<string, int>(StringComparer.Ordinal);
+        int checkedRereads = 0;
         var lastRead = new Dictionary<string, int>(StringComparer.Ordinal);
         var lastWriteTo = new Dictionary<string, int>(StringComparer.Ordinal);
         int lastAnyWrite = -1, afterChange = 0, unchanged = 0;
@@ -67,15 +74,17 @@ public static partial class SysfsTrace
             {
                 // A path of one function changes only through writes about that function; anything else through any write.
                 int changedAt = device is null ? lastAnyWrite : lastWriteTo.GetValueOrDefault(device, -1);
+                string pattern = call.Kind + " " + Pattern(call.Path);
                 if (changedAt > previous) afterChange++;
+                else if (readCount[key] == 1 && checks.Contains(pattern)) checkedRereads++;
                 else
                 {
                     unchanged++;
-                    string pattern = call.Kind + " " + Pattern(call.Path);
                     unchangedPatterns[pattern] = unchangedPatterns.GetValueOrDefault(pattern) + 1;
                 }
             }
             lastRead[key] = i;
+            readCount[key] = readCount.GetValueOrDefault(key) + 1;
         }
 
         var perDevice = members.Select(d => new DeviceCount(d,
@@ -87,6 +96,7 @@ public static partial class SysfsTrace
             calls.Count(c => c.IsWrite),
             lastRead.Count,
             afterChange,
+            checkedRereads,
             unchanged,
             perDevice,
             Counts(calls.Where(c => !c.IsWrite).Select(c => c.Kind + " " + Pattern(c.Path))),

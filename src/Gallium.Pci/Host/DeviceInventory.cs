@@ -88,14 +88,21 @@ public sealed class DeviceInventory
     }
 
     /// <summary>One IOMMU group with its PCI functions; null when there is no such group or it holds no PCI function.</summary>
-    public IommuGroup? ReadGroup(int id)
+    public IommuGroup? ReadGroup(int id) => ReadGroup(id, []);
+
+    /// <summary>The same, taking members read moments ago (the function whose group this is) as they are instead of reading
+    /// them again; one that is no longer listed in the group is left out.</summary>
+    public IommuGroup? ReadGroup(int id, IReadOnlyCollection<PciDevice> alreadyRead)
     {
+        ArgumentNullException.ThrowIfNull(alreadyRead);
         if (id < 0) return null;
         var members = new List<PciDevice>();
         foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
         {
             // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
-            if (PciAddress.TryParse(name, out var address) && ReadDevice(address, name) is { } device) members.Add(Named(device));
+            if (!PciAddress.TryParse(name, out var address)) continue;
+            if (alreadyRead.FirstOrDefault(d => d.Address == address && d.IommuGroup == id) is { } known) members.Add(known);
+            else if (ReadDevice(address, name) is { } device) members.Add(Named(device));
         }
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
