@@ -124,6 +124,16 @@ function Invoke-InventoryBench {
             $withBars = @($mine | Where-Object { $_.Bars.Count -gt 0 }).Count
             $withGroup = @($mine | Where-Object { $null -ne $_.IommuGroup }).Count
             $named = @($mine | Where-Object { $_.VendorName -notlike 'Vendor *' -and $_.DeviceName -notlike 'Device *' }).Count
+            # What one inventory asks the kernel seam, counted on the same tree: each path at most once, one listing per function.
+            $recorder = [Gallium.Pci.Bench.RecordingSysfs]::new($kernel)
+            $ctx = $kernel.CreateContext()
+            $counted = [Gallium.Pci.Host.HostContext]@{
+                Sysfs = $recorder; Procfs = $ctx.Procfs; Devfs = $ctx.Devfs; Modules = $ctx.Modules; Identity = $ctx.Identity; PciIdsPath = $ctx.PciIdsPath
+            }
+            $null = [Gallium.Pci.Host.DeviceInventory]::new($counted, $script:CoreNames).ReadAll()
+            $calls = $recorder.Calls
+            $lists = @($calls | Where-Object Kind -EQ 'List').Count
+            $repeats = $calls.Count - @($calls | ForEach-Object { "$($_.Kind) $($_.Path)" } | Sort-Object -Unique).Count
 
             $m = Measure-Interleaved -Warmup 2 -Runs 9 -Candidates ([ordered]@{
                 Gallium = { $sw = [Diagnostics.Stopwatch]::StartNew(); $script:Devices = Get-GalliumPciDevice; $sw.Elapsed.TotalMilliseconds }
@@ -139,7 +149,8 @@ function Invoke-InventoryBench {
             Add-Row 'Inventory: Get-GalliumPciDevice vs lspci' "$n functions" (Format-Ms $g) (Format-Ms $l) ('{0:N2}x faster' -f ($l / $g)) $goal $met
             $Details.Add("Inventory, $n functions: Get-GalliumPciDevice $(Format-Spread $m['Gallium']); lspci $(Format-Spread $m['lspci']); " +
                 "core DeviceInventory.ReadAll alone $(Format-Spread $m['Core']). Both listed $n functions; $withGroup with an IOMMU group, " +
-                "$withBars with BARs, $named named from pci.ids. Sysfs reads by the module per function: see GroupChange for counting.")
+                "$withBars with BARs, $named named from pci.ids. The module asked sysfs $($calls.Count) times ($('{0:N1}' -f ($calls.Count / $n)) per function: " +
+                "$lists directory listings, $($calls.Count - $lists) reads of the files they showed); paths asked twice: $repeats.")
         }
         finally {
             Restore-Environment
