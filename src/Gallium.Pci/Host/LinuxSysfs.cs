@@ -43,7 +43,12 @@ public sealed class LinuxSysfs : ISysfs
 
     // readdir names only: the .NET enumerator stats and lstats every symbolic link it meets (a device directory has
     // several: driver, iommu_group, subsystem, physfn, virtfnN), which doubled the cost of listing one.
-    public IReadOnlyList<string> List(string path) => SysfsLibc.ListNames(Full(path)) ?? [];
+    public IReadOnlyList<string> List(string path)
+    {
+        if (SysfsLibc.CanReadDirectories) return SysfsLibc.ListNames(Full(path)) ?? [];
+        try { return Directory.GetFileSystemEntries(Full(path)).Select(Path.GetFileName).ToArray()!; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return []; }
+    }
 
     /// <summary>Opens a directory once for a run of reads: it is listed from that handle and its files are read relative
     /// to it, so each read resolves one name instead of the whole path again (a fifth less time per attribute on a
@@ -74,7 +79,7 @@ internal static class SysfsDirectories
     /// through the seam itself, so what the seam sees and counts stays the same. Null when it is missing or empty.</summary>
     public static ISysfsDirectory? Open(ISysfs sysfs, string path)
     {
-        if (sysfs is LinuxSysfs linux)
+        if (sysfs is LinuxSysfs linux && SysfsLibc.CanReadDirectories)
         {
             var directory = linux.OpenDirectory(path);
             if (directory is null || directory.Names.Count > 0) return directory;
@@ -158,6 +163,9 @@ internal static unsafe partial class SysfsLibc
     private const int Page = 4096;
     /// <summary>struct dirent on 64-bit Linux (glibc and musl): d_ino 8, d_off 8, d_reclen 2, d_type 1, then d_name.</summary>
     private const int DirentNameOffset = 19;
+
+    /// <summary>readdir's layout is known only for 64-bit processes; a 32-bit one lists directories through .NET.</summary>
+    public static bool CanReadDirectories => Environment.Is64BitProcess;
 
     public static string? ReadFile(string full) => ReadFile(AtFdCwd, full);
 

@@ -269,6 +269,7 @@ internal static unsafe partial class Batch
     /// cannot answer (each domain is then asked on its own). A domain missing from the answer is asked on its own too.</summary>
     public static Dictionary<Guid, (int State, int Reason)>? TryReadStates(IntPtr* domains)
     {
+        if (!Environment.Is64BitProcess) return null;  // the union's alignment differs on 32-bit ABIs: ask each domain there
         int count = virDomainListGetStats(domains, StatsState, out IntPtr records, 0);
         if (count < 0)
         {
