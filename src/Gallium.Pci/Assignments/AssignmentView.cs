@@ -14,15 +14,24 @@ public static class AssignmentView
             : d).ToArray();
 
     /// <summary>Every assignment from one listing of all domains, each with its VM's 64-bit MMIO window: what the firmware
-    /// gives and what the VM's devices need.</summary>
+    /// gives and what the VM's devices need. Each referenced function is read from sysfs once, however many VMs hold it, and
+    /// the host CPU once (a 1,000-VM host would otherwise parse /proc/cpuinfo a thousand times).</summary>
     public static IReadOnlyList<VmPciAssignment> ReadAssignments(IReadOnlyList<LibvirtDomain> domains, DeviceInventory inventory, Func<HostCpu?> hostCpu)
     {
+        var devices = new Dictionary<PciAddress, PciDevice?>();
+        PciDevice? Device(PciAddress address)
+        {
+            if (!devices.TryGetValue(address, out var device)) devices[address] = device = inventory.Read(address);
+            return device;
+        }
+        var cpu = new Lazy<HostCpu?>(hostCpu, LazyThreadSafetyMode.None);
+
         var result = new List<VmPciAssignment>();
         foreach (var domain in domains)
         {
             var assignments = DomainXml.ReadAssignments(domain);
             if (assignments.Count == 0) continue;
-            var window = Window(domain, assignments, inventory, hostCpu);
+            var window = Window(domain, assignments, Device, cpu);
             result.AddRange(window is null ? assignments : assignments.Select(a => a with
             {
                 MmioWindowSize = window.CurrentWindow?.UsableBytes,
@@ -33,10 +42,10 @@ public static class AssignmentView
         return result;
     }
 
-    private static MmioPlan? Window(LibvirtDomain domain, IReadOnlyList<VmPciAssignment> assignments, DeviceInventory inventory, Func<HostCpu?> hostCpu)
+    private static MmioPlan? Window(LibvirtDomain domain, IReadOnlyList<VmPciAssignment> assignments, Func<PciAddress, PciDevice?> device, Lazy<HostCpu?> hostCpu)
     {
-        var devices = assignments.Select(a => a.Address).Distinct().Select(inventory.Read).OfType<PciDevice>().ToArray();
-        if (devices.All(d => d.Bar64Size == 0) || hostCpu() is not { } cpu) return null;
+        var devices = assignments.Select(a => a.Address).Distinct().Select(device).OfType<PciDevice>().ToArray();
+        if (devices.All(d => d.Bar64Size == 0) || hostCpu.Value is not { } cpu) return null;
         try { return MmioPlanner.PlanForDomain(domain.Xml, cpu, devices); }
         catch (GalliumException) { return null; } // a definition the sizing cannot read still lists its assignments
     }

@@ -88,14 +88,21 @@ public sealed class DeviceInventory
     }
 
     /// <summary>One IOMMU group with its PCI functions; null when there is no such group or it holds no PCI function.</summary>
-    public IommuGroup? ReadGroup(int id)
+    public IommuGroup? ReadGroup(int id) => ReadGroup(id, []);
+
+    /// <summary>The same, taking members read moments ago (the function whose group this is) as they are instead of reading
+    /// them again; one that is no longer listed in the group is left out.</summary>
+    public IommuGroup? ReadGroup(int id, IReadOnlyCollection<PciDevice> alreadyRead)
     {
+        ArgumentNullException.ThrowIfNull(alreadyRead);
         if (id < 0) return null;
         var members = new List<PciDevice>();
         foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
         {
             // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
-            if (PciAddress.TryParse(name, out var address) && ReadDevice(address, name) is { } device) members.Add(Named(device));
+            if (!PciAddress.TryParse(name, out var address)) continue;
+            if (alreadyRead.FirstOrDefault(d => d.Address == address && d.IommuGroup == id) is { } known) members.Add(known);
+            else if (ReadDevice(address, name) is { } device) members.Add(Named(device));
         }
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
@@ -112,10 +119,13 @@ public sealed class DeviceInventory
     /// <summary>The function's sysfs facts, without names (<see cref="Named"/> adds them).</summary>
     private PciDevice? ReadDevice(PciAddress address, string name)
     {
-        string dir = DevicesDir + "/" + name;
-        var entries = _sysfs.List(dir);
-        if (entries.Count == 0) return null;  // no such function, or it was just removed
+        using var directory = SysfsDirectories.Open(_sysfs, DevicesDir + "/" + name);
+        return directory is null ? null : ReadDevice(address, directory);  // null: no such function, or it was just removed
+    }
 
+    private static PciDevice? ReadDevice(PciAddress address, ISysfsDirectory directory)
+    {
+        var entries = directory.Names;
         var present = Attributes.None;
         List<(int Index, string Entry)>? virtfns = null;
         foreach (string entry in entries)
@@ -146,8 +156,8 @@ public sealed class DeviceInventory
                 (virtfns ??= []).Add((n, entry));
         }
 
-        string? Text(Attributes a, string file) => (present & a) != 0 ? _sysfs.ReadText(dir + "/" + file) : null;
-        string? Link(Attributes a, string file) => (present & a) != 0 ? _sysfs.ReadLink(dir + "/" + file) : null;
+        string? Text(Attributes a, string file) => (present & a) != 0 ? directory.ReadText(file) : null;
+        string? Link(Attributes a, string file) => (present & a) != 0 ? directory.ReadLink(file) : null;
 
         // vendor and device identify the function; if they cannot be read, it is gone.
         if (SysfsFormat.ParseId(Text(Attributes.Vendor, "vendor")) is not { } vendor) return null;
@@ -163,7 +173,7 @@ public sealed class DeviceInventory
             var list = new List<PciAddress>(virtfns.Count);
             foreach (var (_, entry) in virtfns)
             {
-                if (SysfsFormat.ParseDeviceLink(_sysfs.ReadLink(dir + "/" + entry)) is { } vf) list.Add(vf);
+                if (SysfsFormat.ParseDeviceLink(directory.ReadLink(entry)) is { } vf) list.Add(vf);
             }
             vfs = list;
         }

@@ -27,17 +27,11 @@ public sealed class LinuxSysfs : ISysfs
         return File.Exists(full) || Directory.Exists(full) || new FileInfo(full).LinkTarget is not null;
     }
 
-    public string? ReadText(string path)
-    {
-        try { return File.ReadAllText(Full(path)); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
-    }
+    // Reads are open/read/close through libc: a FileStream adds fstat, flock twice and a second read per attribute, which
+    // made a 4,096-function inventory slower than lspci (7 syscalls per attribute against its 3).
+    public string? ReadText(string path) => SysfsLibc.ReadFile(Full(path));
 
-    public string? ReadLink(string path)
-    {
-        try { return new FileInfo(Full(path)).LinkTarget; }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
-    }
+    public string? ReadLink(string path) => SysfsLibc.ReadLink(Full(path));
 
     public string? Resolve(string path)
     {
@@ -47,12 +41,19 @@ public sealed class LinuxSysfs : ISysfs
         return real.StartsWith(_root + "/", StringComparison.Ordinal) ? real[(_root.Length + 1)..] : null;
     }
 
+    // readdir names only: the .NET enumerator stats and lstats every symbolic link it meets (a device directory has
+    // several: driver, iommu_group, subsystem, physfn, virtfnN), which doubled the cost of listing one.
     public IReadOnlyList<string> List(string path)
     {
-        // Names only: building a FileSystemInfo per entry costs ~4x on sysfs (measured 224 vs 52 us per device directory).
+        if (SysfsLibc.CanReadDirectories) return SysfsLibc.ListNames(Full(path)) ?? [];
         try { return Directory.GetFileSystemEntries(Full(path)).Select(Path.GetFileName).ToArray()!; }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return []; }
     }
+
+    /// <summary>Opens a directory once for a run of reads: it is listed from that handle and its files are read relative
+    /// to it, so each read resolves one name instead of the whole path again (a fifth less time per attribute on a
+    /// 4,096-function tree). Null when it cannot be opened.</summary>
+    internal SysfsDirectory? OpenDirectory(string path) => SysfsDirectory.Open(Full(path));
 
     public void Write(string path, string value, TimeSpan timeout)
     {
@@ -61,16 +62,207 @@ public sealed class LinuxSysfs : ISysfs
         KernelFile.Write(full, path, value, timeout);
     }
 
-    internal static string? RealPath(string full)
+    internal static string? RealPath(string full) => SysfsLibc.RealPath(full);
+}
+
+/// <summary>One directory a reader goes through file by file: its entry names, and its files read by name.</summary>
+internal interface ISysfsDirectory : IDisposable
+{
+    IReadOnlyList<string> Names { get; }
+    string? ReadText(string name);
+    string? ReadLink(string name);
+}
+
+internal static class SysfsDirectories
+{
+    /// <summary>The directory through one open handle on the real file system, else (a wrapped or simulated seam) by path
+    /// through the seam itself, so what the seam sees and counts stays the same. Null when it is missing or empty.</summary>
+    public static ISysfsDirectory? Open(ISysfs sysfs, string path)
+    {
+        if (sysfs is LinuxSysfs linux && SysfsLibc.CanReadDirectories)
+        {
+            var directory = linux.OpenDirectory(path);
+            if (directory is null || directory.Names.Count > 0) return directory;
+            directory.Dispose();
+            return null;
+        }
+        var names = sysfs.List(path);
+        return names.Count == 0 ? null : new PathDirectory(sysfs, path, names);
+    }
+
+    private sealed class PathDirectory(ISysfs sysfs, string path, IReadOnlyList<string> names) : ISysfsDirectory
+    {
+        public IReadOnlyList<string> Names => names;
+        public string? ReadText(string name) => sysfs.ReadText(path + "/" + name);
+        public string? ReadLink(string name) => sysfs.ReadLink(path + "/" + name);
+        public void Dispose() { }
+    }
+}
+
+/// <summary>An open directory (opendir) whose files are read with openat/readlinkat relative to it. Not thread-safe: one
+/// reader at a time, disposed when done.</summary>
+internal sealed class SysfsDirectory : ISysfsDirectory
+{
+    private IntPtr _dir;
+    private readonly int _fd;
+
+    private SysfsDirectory(IntPtr dir, int fd, List<string> names)
+    {
+        _dir = dir;
+        _fd = fd;
+        Names = names;
+    }
+
+    public IReadOnlyList<string> Names { get; }
+
+    public static SysfsDirectory? Open(string full)
+    {
+        IntPtr dir = SysfsLibc.OpenDir(full);
+        if (dir == IntPtr.Zero) return null;
+        var names = SysfsLibc.ReadNames(dir);
+        int fd = SysfsLibc.DirFd(dir);
+        if (names is null || fd < 0)
+        {
+            SysfsLibc.CloseDir(dir);
+            return null;
+        }
+        return new SysfsDirectory(dir, fd, names);
+    }
+
+    public string? ReadText(string name)
+    {
+        ObjectDisposedException.ThrowIf(_dir == IntPtr.Zero, this);
+        return SysfsLibc.ReadFile(_fd, name);
+    }
+
+    public string? ReadLink(string name)
+    {
+        ObjectDisposedException.ThrowIf(_dir == IntPtr.Zero, this);
+        return SysfsLibc.ReadLink(_fd, name);
+    }
+
+    public void Dispose()
+    {
+        if (_dir == IntPtr.Zero) return;
+        SysfsLibc.CloseDir(_dir);  // closes _fd too
+        _dir = IntPtr.Zero;
+    }
+}
+
+/// <summary>The few libc calls the read side needs, each retried on EINTR; every failure is a null (the file is gone,
+/// unreadable, or not what was expected), which is what <see cref="ISysfs"/> promises its callers. A path is absolute, or
+/// relative to the directory descriptor given (AT_FDCWD for none).</summary>
+internal static unsafe partial class SysfsLibc
+{
+    private const string Libc = "libc";
+    public const int AtFdCwd = -100;
+    private const int O_RDONLY = 0;
+    private const int O_CLOEXEC = 0x80000;  // same value on x86_64 and aarch64
+    private const int EINTR = 4;
+    /// <summary>Every sysfs text attribute fits in one page (the kernel's show() buffer is PAGE_SIZE).</summary>
+    private const int Page = 4096;
+    /// <summary>struct dirent on 64-bit Linux (glibc and musl): d_ino 8, d_off 8, d_reclen 2, d_type 1, then d_name.</summary>
+    private const int DirentNameOffset = 19;
+
+    /// <summary>readdir's layout is known only for 64-bit processes; a 32-bit one lists directories through .NET.</summary>
+    public static bool CanReadDirectories => Environment.Is64BitProcess;
+
+    public static string? ReadFile(string full) => ReadFile(AtFdCwd, full);
+
+    public static string? ReadFile(int dirFd, string path)
+    {
+        int fd;
+        do fd = openat(dirFd, path, O_RDONLY | O_CLOEXEC); while (fd < 0 && Marshal.GetLastPInvokeError() == EINTR);
+        if (fd < 0) return null;
+        try
+        {
+            byte* page = stackalloc byte[Page];
+            long n = ReadSome(fd, page, Page);
+            if (n < 0) return null;
+            // A short read is the end: sysfs returns the whole attribute at once, and a regular file reads short only at EOF.
+            if (n < Page) return System.Text.Encoding.UTF8.GetString(page, (int)n);
+            using var rest = new MemoryStream();
+            rest.Write(new ReadOnlySpan<byte>(page, Page));
+            while ((n = ReadSome(fd, page, Page)) > 0) rest.Write(new ReadOnlySpan<byte>(page, (int)n));
+            return n < 0 ? null : System.Text.Encoding.UTF8.GetString(rest.GetBuffer(), 0, (int)rest.Length);
+        }
+        finally { close(fd); }
+    }
+
+    private static long ReadSome(int fd, byte* buffer, int count)
+    {
+        long n;
+        do n = read(fd, buffer, count); while (n < 0 && Marshal.GetLastPInvokeError() == EINTR);
+        return n;
+    }
+
+    public static string? ReadLink(string full) => ReadLink(AtFdCwd, full);
+
+    public static string? ReadLink(int dirFd, string path)
+    {
+        const int max = 4096;  // PATH_MAX
+        byte* target = stackalloc byte[max];
+        long n = readlinkat(dirFd, path, target, max);
+        return n <= 0 || n >= max ? null : System.Text.Encoding.UTF8.GetString(target, (int)n);
+    }
+
+    /// <summary>Entry names without "." and ".."; null when the directory cannot be opened or read.</summary>
+    public static List<string>? ListNames(string full)
+    {
+        IntPtr dir = OpenDir(full);
+        if (dir == IntPtr.Zero) return null;
+        try { return ReadNames(dir); }
+        finally { CloseDir(dir); }
+    }
+
+    public static IntPtr OpenDir(string full) => opendir(full);
+
+    public static int DirFd(IntPtr dir) => dirfd(dir);
+
+    public static void CloseDir(IntPtr dir) => closedir(dir);
+
+    /// <summary>The rest of an open directory's names without "." and ".."; null when reading it fails.</summary>
+    public static List<string>? ReadNames(IntPtr dir)
+    {
+        var names = new List<string>();
+        while (true)
+        {
+            byte* entry = (byte*)readdir(dir);  // the marshaller clears errno first, so null with errno 0 is the end
+            if (entry == null) return Marshal.GetLastPInvokeError() == 0 ? names : null;
+            byte* name = entry + DirentNameOffset;
+            int length = 0;
+            while (name[length] != 0) length++;
+            if (name[0] == (byte)'.' && (length == 1 || (length == 2 && name[1] == (byte)'.'))) continue;
+            names.Add(System.Text.Encoding.UTF8.GetString(name, length));
+        }
+    }
+
+    public static string? RealPath(string full)
     {
         IntPtr p = realpath(full, IntPtr.Zero);
         if (p == IntPtr.Zero) return null;
         try { return Marshal.PtrToStringUTF8(p); }
-        finally { unsafe { NativeMemory.Free((void*)p); } }  // realpath(3) mallocs the result
+        finally { NativeMemory.Free((void*)p); }  // realpath(3) mallocs the result
     }
 
-    [DllImport("libc", SetLastError = true)]
-    private static extern IntPtr realpath([MarshalAs(UnmanagedType.LPUTF8Str)] string path, IntPtr resolved);
+    [LibraryImport(Libc, StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int openat(int dirFd, string path, int flags);
+    [LibraryImport(Libc, SetLastError = true)]
+    private static partial nint read(int fd, byte* buffer, nint count);
+    [LibraryImport(Libc)]
+    private static partial int close(int fd);
+    [LibraryImport(Libc, StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial nint readlinkat(int dirFd, string path, byte* buffer, nint size);
+    [LibraryImport(Libc, StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial IntPtr opendir(string path);
+    [LibraryImport(Libc, SetLastError = true)]
+    private static partial IntPtr readdir(IntPtr dir);
+    [LibraryImport(Libc)]
+    private static partial int dirfd(IntPtr dir);
+    [LibraryImport(Libc)]
+    private static partial int closedir(IntPtr dir);
+    [LibraryImport(Libc, StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial IntPtr realpath(string path, IntPtr resolved);
 }
 
 /// <summary>One write(2) to a kernel attribute, with the errno surfaced and a timeout for writes that block.</summary>

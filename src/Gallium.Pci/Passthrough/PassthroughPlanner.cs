@@ -132,7 +132,7 @@ public sealed class PassthroughPlanner
         if (!inventory.IommuOn) throw new IommuNotEnabledException(new ReadinessProbe(_host).Probe(), address.ToString());
         var device = inventory.Read(address) ?? throw new PciDeviceNotFoundException(address);
         if (device.IommuGroup is not int id) throw new PciDeviceNotInIommuGroupException(address);
-        var group = inventory.ReadGroup(id) ?? throw new PciDeviceNotInIommuGroupException(address);
+        var group = inventory.ReadGroup(id, [device]) ?? throw new PciDeviceNotInIommuGroupException(address);  // not read twice
         return (device, group);
     }
 
