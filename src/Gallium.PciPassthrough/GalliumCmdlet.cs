@@ -35,6 +35,16 @@ public abstract class GalliumCmdlet : PSCmdlet
         return record;
     }
 
+    /// <summary>The literal addresses the user typed; each malformed one is reported (PciAddressInvalid) and skipped.</summary>
+    protected IEnumerable<PciAddress> ParseAddresses(IEnumerable<string> texts)
+    {
+        foreach (string text in texts)
+        {
+            if (PciAddress.TryParse(text.Trim(), out var address)) yield return address;
+            else WriteError(new PciAddressInvalidException(text));
+        }
+    }
+
     /// <summary>Per-item failure: report and go on with the next item.</summary>
     protected void WriteError(GalliumException e) => WriteError(ToErrorRecord(e));
 

@@ -64,11 +64,7 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
                     if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member) yield return member.Address;
                 break;
             default:
-                foreach (string text in Address)
-                {
-                    if (PciAddress.TryParse(text.Trim(), out var a)) yield return a;
-                    else WriteError(new PciAddressInvalidException(text));
-                }
+                foreach (var a in ParseAddresses(Address)) yield return a;
                 break;
         }
     }

@@ -41,7 +41,7 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
 
     protected override void ProcessRecord()
     {
-        var addresses = ParameterSetName == DeviceSet ? InputObject.Select(d => d.Address) : Parse(Address);
+        var addresses = ParameterSetName == DeviceSet ? InputObject.Select(d => d.Address) : ParseAddresses(Address);
         foreach (var address in addresses)
         {
             try { Add(address); }
@@ -74,15 +74,6 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
 
     protected override void EndProcessing() => _libvirt?.Dispose();
     protected override void StopProcessing() => _libvirt?.Dispose();
-
-    private IEnumerable<PciAddress> Parse(IEnumerable<string> texts)
-    {
-        foreach (string text in texts)
-        {
-            if (PciAddress.TryParse(text.Trim(), out var a)) yield return a;
-            else WriteError(new PciAddressInvalidException(text));
-        }
-    }
 }
 
 /// <summary>-WhatIf: one line per hostdev (and per MMIO setting, with the BAR sizes that call for it); -Confirm: one

@@ -43,11 +43,8 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
 
         if (ParameterSetName == AddressSet)
         {
-            foreach (string text in Address ?? [])
-            {
-                if (!PciAddress.TryParse(text.Trim(), out var address)) { WriteError(new PciAddressInvalidException(text)); continue; }
+            foreach (var address in ParseAddresses(Address ?? []))
                 WriteObject(_assignments!.Where(a => a.Address == address), enumerateCollection: true);
-            }
             return;
         }
         if (ParameterSetName == DeviceSet)

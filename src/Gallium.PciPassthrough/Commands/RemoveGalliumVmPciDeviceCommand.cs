@@ -38,9 +38,8 @@ public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
 
     protected override void ProcessRecord()
     {
-        foreach (string text in Address)
+        foreach (var address in ParseAddresses(Address))
         {
-            if (!PciAddress.TryParse(text.Trim(), out var address)) { WriteError(new PciAddressInvalidException(text)); continue; }
             // Piping a VM's assignments lists a GPU and its audio function: the group is decided (removed, declined or
             // reported by -WhatIf) once, on its first row.
             if (_decided.Contains((VmName, address))) { WriteVerbose($"{address} was decided with its IOMMU group."); continue; }
