@@ -41,8 +41,4 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
     }
 
     protected HostCpu RequireHostCpu() => HostCpu.Read(HostContext.Procfs);
-
-    // Host-level failures stop the command; one VM's or device's problem is reported and the next goes on.
-    protected static bool IsPrerequisite(GalliumException e) =>
-        e.ErrorId is "LibvirtConnectionFailed" or "LibvirtNotInstalled" or "HostAddressBitsUnknown";
 }

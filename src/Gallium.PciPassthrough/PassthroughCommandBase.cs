@@ -47,7 +47,7 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         foreach (var address in Targets())
         {
             try { Process(address); }
-            catch (GalliumException e) when (IsPrerequisite(e)) { ThrowTerminatingError(e); }
+            catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
             catch (GalliumException e) { WriteError(e); }
         }
     }
@@ -120,11 +120,6 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         var group = NewInventory().ReadGroup(id);
         if (group is not null) WriteObject(group.Devices, enumerateCollection: true);
     }
-
-    // Host-level prerequisites stop the whole command; anything about one device is reported and the next one goes on.
-    private static bool IsPrerequisite(GalliumException e) =>
-        e.ErrorId is "RootRequired" or "IommuNotEnabled" or "VfioPciUnavailable" or "HostLockTimeout" or "HostPathUnsafe"
-            or "LibvirtConnectionFailed" or "LibvirtNotInstalled";
 }
 
 /// <summary>Used where no assignment source applies (Enable never needs one).</summary>

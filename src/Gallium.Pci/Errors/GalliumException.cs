@@ -40,6 +40,9 @@ public class GalliumException : Exception
     public object? Target { get; }
     /// <summary>What the user can do about it, when there is something to say.</summary>
     public string? RecommendedAction { get; init; }
+    /// <summary>True when the failure is about the host, not the item at hand (not root, IOMMU off, libvirt unreachable,
+    /// the host lock): the command stops (a terminating error) instead of going on with its next item.</summary>
+    public virtual bool IsHostLevel => false;
 }
 
 public sealed class PciAddressInvalidException(string? text)

@@ -50,14 +50,13 @@ public sealed class HostLock : IDisposable
             {
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno != Native.EWOULDBLOCK && errno != Native.EINTR)
-                    throw new GalliumException("HostLockFailed", ErrorKind.ResourceUnavailable, $"flock({path}) failed: {Errnos.Name(errno)}.", path);
+                    throw new HostLockFailedException(path, $"flock({path}) failed: {Errnos.Name(errno)}.");
                 if (clock.Elapsed >= timeout) throw new HostLockTimeoutException(path, ReadHolder(path), timeout);
                 Thread.Sleep(PollInterval);
             }
             byte[] pid = System.Text.Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
             if (Native.ftruncate(fd, 0) != 0 || Native.pwrite(fd, pid, pid.Length, 0) != pid.Length)
-                throw new GalliumException("HostLockFailed", ErrorKind.ResourceUnavailable,
-                    $"cannot record our PID in {path}: {Errnos.Name(Marshal.GetLastPInvokeError())}.", path);
+                throw new HostLockFailedException(path, $"cannot record our PID in {path}: {Errnos.Name(Marshal.GetLastPInvokeError())}.");
             return new HostLock(path, handle);
         }
         catch
@@ -92,6 +91,7 @@ public sealed class HostLockTimeoutException(string path, int? holderPid, TimeSp
         + $"; gave up after {timeout.TotalSeconds:0.#} s. Wait for it to finish, then try again.", path)
 {
     public int? HolderPid { get; } = holderPid;
+    public override bool IsHostLevel => true;
 }
 
 /// <summary>A directory we would write host state into (or lock in) could be tampered with by someone other than root.</summary>
@@ -99,6 +99,14 @@ public sealed class HostPathUnsafeException(string path, string reason)
     : GalliumException("HostPathUnsafe", ErrorKind.PermissionDenied, $"Refusing to use {path}: {reason}", path)
 {
     public string Path { get; } = path;
+    public override bool IsHostLevel => true;
+}
+
+/// <summary>flock(2) on the host lock, or recording our PID in it, failed for a reason other than another holder.</summary>
+public sealed class HostLockFailedException(string path, string message)
+    : GalliumException("HostLockFailed", ErrorKind.ResourceUnavailable, message, path)
+{
+    public override bool IsHostLevel => true;
 }
 
 /// <summary>Checks (and creates) a directory that only root may change: no symbolic link, owned by root (or by us when we

@@ -77,6 +77,7 @@ public sealed class LibvirtNotInstalledException(string library, string? detail 
         "Install it (Debian/Ubuntu: apt-get install libvirt0; Fedora/RHEL: dnf install libvirt-libs).", library, null)
 {
     public string Library { get; } = library;
+    public override bool IsHostLevel => true;
 }
 
 /// <summary>Opening the connection failed: daemon down, socket missing, authentication refused, bad URI.</summary>
@@ -85,6 +86,7 @@ public sealed class LibvirtConnectionFailedException(string uri, LibvirtError er
         $"Cannot connect to libvirt at '{uri}': {error.Message}. {Hint(error)}", uri, error)
 {
     public string Uri { get; } = uri;
+    public override bool IsHostLevel => true;
 
     private static ErrorKind KindOf(LibvirtError error) =>
         LibvirtErrorMap.IsPermission(error.Code) ? ErrorKind.PermissionDenied : ErrorKind.ConnectionError;

@@ -62,7 +62,13 @@ public sealed record HostCpu(int PhysicalAddressBits, CpuVendor Vendor, bool Has
         _ => CpuVendor.Other,
     };
 
-    static GalliumException Unknown(string why) =>
-        new("HostAddressBitsUnknown", ErrorKind.ReadError,
-            $"Cannot tell how many physical address bits the host CPU has: {why}", "cpuinfo");
+    static GalliumException Unknown(string why) => new HostAddressBitsUnknownException(why);
+}
+
+/// <summary>/proc/cpuinfo does not say how many physical address bits the CPU has, so no MMIO window can be sized.</summary>
+public sealed class HostAddressBitsUnknownException(string why)
+    : GalliumException("HostAddressBitsUnknown", ErrorKind.ReadError,
+        $"Cannot tell how many physical address bits the host CPU has: {why}", "cpuinfo")
+{
+    public override bool IsHostLevel => true;
 }

@@ -3,7 +3,10 @@ namespace Gallium.Pci.Passthrough;
 /// <summary>Changing driver bindings needs root; refused before anything changes.</summary>
 public sealed class RootRequiredException(object? target = null)
     : GalliumException("RootRequired", ErrorKind.PermissionDenied,
-        "Changing PCI driver bindings needs root. Run PowerShell as root (sudo pwsh).", target);
+        "Changing PCI driver bindings needs root. Run PowerShell as root (sudo pwsh).", target)
+{
+    public override bool IsHostLevel => true;
+}
 
 /// <summary>The IOMMU is off, so no device can be isolated for a VM (REFERENCE §3.5). Carries the probe's remedy.</summary>
 public sealed class IommuNotEnabledException : GalliumException
@@ -18,6 +21,7 @@ public sealed class IommuNotEnabledException : GalliumException
     }
 
     public PassthroughReadiness Readiness { get; }
+    public override bool IsHostLevel => true;
 }
 
 /// <summary>A device the host is using (root disk, default-route NIC, console GPU) is in the group (InvalidOperation: allowed only with the explicit flag).</summary>
@@ -56,6 +60,7 @@ public sealed class VfioPciUnavailableException(string reason, object? target)
         $"The vfio-pci driver is not loaded and could not be loaded: {reason}", target)
 {
     public string Reason { get; } = reason;
+    public override bool IsHostLevel => true;
 }
 
 /// <summary>A VM definition references a member of the group, so it cannot go back to host drivers.</summary>

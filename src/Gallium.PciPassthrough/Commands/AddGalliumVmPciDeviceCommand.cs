@@ -45,7 +45,7 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
         foreach (var address in addresses)
         {
             try { Add(address); }
-            catch (GalliumException e) when (IsPrerequisite(e)) { ThrowTerminatingError(e); }
+            catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
             catch (GalliumException e) { WriteError(e); }
         }
     }

@@ -44,7 +44,7 @@ public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
             // reported by -WhatIf) once, on its first row.
             if (_decided.Contains((VmName, address))) { WriteVerbose($"{address} was decided with its IOMMU group."); continue; }
             try { Remove(address); }
-            catch (GalliumException e) when (IsPrerequisite(e)) { ThrowTerminatingError(e); }
+            catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
             catch (GalliumException e) { WriteError(e); }
         }
     }

@@ -41,7 +41,7 @@ public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
             {
                 if (!_done.Add(name)) continue;
                 try { Repair(libvirt, name); }
-                catch (GalliumException e) when (IsPrerequisite(e)) { ThrowTerminatingError(e); }
+                catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
                 catch (GalliumException e) { WriteError(e); }
             }
         }
