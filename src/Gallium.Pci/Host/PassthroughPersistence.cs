@@ -148,92 +148,13 @@ public sealed class PassthroughPersistence
 
     /// <summary>The apply script (POSIX sh), with this host's records directory built in. REFERENCE §4.4 order: load
     /// vfio-pci first (§4.6), set the override before unbinding (§4.1), probe, then check the driver link (§3.6).</summary>
-    public string ScriptContent => ScriptTemplate.Replace("@RECORDS@", ShellQuote(RecordsDirectory), StringComparison.Ordinal);
+    public string ScriptContent => ScriptTemplate.Value.Replace("@RECORDS@", ShellQuote(RecordsDirectory), StringComparison.Ordinal);
 
     private static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 
-    private const string ScriptTemplate = """
-        #!/bin/sh
-        # gallium-vfio-apply: binds the PCI devices Gallium.PciPassthrough recorded to vfio-pci (driverctl-style persistence).
-        #   gallium-vfio-apply <domain:bus:dev.fn>   apply one device's record (run by its udev rule on "add")
-        #   gallium-vfio-apply --all                 apply every record (for a boot unit, or an init without udev)
-        # Written by Enable-GalliumPciPassthrough; it is rewritten on the next Enable, so do not edit it.
-        set -u
-        # udev RUN and early boot units start with a minimal PATH: add the sbin directories modprobe lives in, after the caller's.
-        PATH=${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-        export PATH
-        records=@RECORDS@
-        sys=/sys
-        writer=
-        if [ -n "${GALLIUM_APPLY_SYSFS_ROOT:-}" ]; then   # tests only: a simulated kernel tree
-            sys=$GALLIUM_APPLY_SYSFS_ROOT
-            writer=${GALLIUM_APPLY_SYSFS_WRITER:-}
-        fi
-
-        log() {
-            echo "gallium-vfio-apply: $*" >&2
-            if [ -z "${GALLIUM_APPLY_SYSFS_ROOT:-}" ] && command -v logger >/dev/null 2>&1; then
-                logger -t gallium-vfio-apply -- "$*" 2>/dev/null || :
-            fi
-        }
-
-        # One write(2) to a kernel attribute; echo's trailing newline is stripped by the kernel.
-        kwrite() {
-            if [ -n "$writer" ]; then "$writer" "$1" "$2"; else echo "$2" > "$1"; fi
-        }
-
-        driver_of() {
-            link=$(readlink "$1/driver" 2>/dev/null) || { echo ""; return; }
-            echo "${link##*/}"
-        }
-
-        apply_one() {
-            bdf=$1
-            case $bdf in
-                ''|*[!0-9a-f:.]*) log "'$bdf' is not a PCI address"; return 1 ;;
-            esac
-            [ -f "$records/$bdf" ] || return 0           # no record: not ours
-            want=$(cat "$records/$bdf")
-            if [ "$want" != vfio-pci ]; then log "$bdf: the record says '$want', expected vfio-pci"; return 1; fi
-            dev=$sys/bus/pci/devices/$bdf
-            if [ ! -e "$dev" ]; then log "$bdf: no such PCI device"; return 1; fi
-            if [ ! -e "$dev/driver_override" ]; then log "$bdf: the kernel has no driver_override for it"; return 1; fi
-            if [ ! -d "$sys/bus/pci/drivers/vfio-pci" ]; then
-                # Load first: with the override set and no vfio-pci, the device would be left driverless.
-                modprobe -q vfio-pci 2>/dev/null
-                if [ ! -d "$sys/bus/pci/drivers/vfio-pci" ]; then log "$bdf: cannot load vfio-pci"; return 1; fi
-            fi
-            # Override before unbind: the moment the old driver lets go, only vfio-pci may take the device.
-            kwrite "$dev/driver_override" vfio-pci || { log "$bdf: writing driver_override failed"; return 1; }
-            cur=$(driver_of "$dev")
-            [ "$cur" = vfio-pci ] && return 0
-            if [ -n "$cur" ]; then
-                kwrite "$sys/bus/pci/drivers/$cur/unbind" "$bdf" || { log "$bdf: unbinding from $cur failed"; return 1; }
-            fi
-            kwrite "$sys/bus/pci/drivers_probe" "$bdf" || { log "$bdf: drivers_probe failed"; return 1; }
-            # drivers_probe succeeds even when probe() fails: the driver link is the truth.
-            cur=$(driver_of "$dev")
-            if [ "$cur" != vfio-pci ]; then log "$bdf: bound to '${cur:-no driver}' after probing, expected vfio-pci"; return 1; fi
-            return 0
-        }
-
-        case ${1:-} in
-            --all)
-                rc=0
-                for rec in "$records"/*; do
-                    [ -f "$rec" ] || continue
-                    apply_one "${rec##*/}" || rc=1
-                done
-                exit $rc ;;
-            ''|-h|--help)
-                echo "usage: gallium-vfio-apply <domain:bus:dev.fn> | --all" >&2
-                exit 2 ;;
-            *)
-                apply_one "$1"
-                exit $? ;;
-        esac
-
-        """;
+    /// <summary>The script's source, <c>Host/Scripts/gallium-vfio-apply.sh</c> in the repository (a real file, so shellcheck
+    /// reads it), embedded in this assembly.</summary>
+    private static readonly Lazy<string> ScriptTemplate = new(() => EmbeddedScripts.Read("gallium-vfio-apply.sh"));
 }
 
 /// <summary>Writing or removing a persisted passthrough file failed.</summary>
@@ -241,4 +162,16 @@ public sealed class PersistenceWriteException(string path, Exception inner)
     : GalliumException("PassthroughPersistenceFailed", ErrorKind.WriteError, $"Could not update {path}: {inner.Message}", path, inner)
 {
     public string Path { get; } = path;
+}
+
+/// <summary>Shell scripts shipped inside the core assembly (EmbeddedResource items of Host/Scripts).</summary>
+internal static class EmbeddedScripts
+{
+    public static string Read(string name)
+    {
+        using var stream = typeof(EmbeddedScripts).Assembly.GetManifestResourceStream("Gallium.Pci.Scripts." + name)
+            ?? throw new InvalidOperationException($"The script {name} is not embedded in {typeof(EmbeddedScripts).Assembly.GetName().Name}.");
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        return reader.ReadToEnd();
+    }
 }

@@ -61,7 +61,8 @@ public sealed class HostCpuTests
     [InlineData("address sizes\t: lots of bits physical\n")]
     public void Missing_ThrowsHostAddressBitsUnknown(string? cpuinfo)
     {
-        var e = Assert.Throws<GalliumException>(() => HostCpu.Read(new OneFileProcfs(cpuinfo)));
+        var e = Assert.Throws<HostAddressBitsUnknownException>(() => HostCpu.Read(new OneFileProcfs(cpuinfo)));
+        Assert.True(e.IsHostLevel);
         Assert.Equal("HostAddressBitsUnknown", e.ErrorId);
         Assert.Equal(ErrorKind.ReadError, e.Kind);
     }
