@@ -13,6 +13,33 @@ public abstract class GalliumCmdlet : PSCmdlet
     public const string HostContextVariable = "GalliumHostContext";
 
     private HostContext? _host;
+    private readonly CancellationTokenSource _stop = new();
+
+    /// <summary>Cancelled when the user stops the command (Ctrl+C, PowerShell.Stop()): runners finish or roll back their
+    /// current change at the next step boundary.</summary>
+    protected CancellationToken StopToken => _stop.Token;
+
+    protected override void StopProcessing()
+    {
+        _stop.Cancel();
+        base.StopProcessing();
+    }
+
+    /// <summary>A change was interrupted and has been rolled back (or finished): say so on every route that still
+    /// reaches the user while the pipeline stops (the warning stream, else the host's UI directly), then let the stop win.</summary>
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    protected void EndInterrupted(ChangeInterruptedException e)
+    {
+        bool told = false;
+        try { WriteWarning(e.Message); told = true; }
+        catch (Exception) { /* the pipeline is stopping: the host's UI below still reaches the user */ }
+        if (!told)
+        {
+            try { Host.UI.WriteWarningLine(e.Message); }
+            catch (Exception) { /* no UI at all (a runspace without a host): the cause below still ends the command */ }
+        }
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.Cause);
+    }
 
     protected HostContext HostContext => _host ??= ResolveHostContext();
 

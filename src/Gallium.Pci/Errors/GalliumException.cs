@@ -20,6 +20,7 @@ public enum ErrorKind
     InvalidData,
     DeviceError,
     LimitsExceeded,
+    OperationStopped,
 }
 
 /// <summary>Every failure the core reports: a stable error id (PascalCase Noun+Condition), a kind, and the target it concerns.</summary>
