@@ -118,19 +118,31 @@ public sealed class InterruptionTests(ITestOutputHelper output)
     [InlineData("disable", StandardHost.Gpu)]
     public void StopProcessing_at_any_narration_point_is_a_stop_request_too(string kind, string address)
     {
-        var (narrations, _, _) = CleanRun(kind, address);
-        for (int i = 1; i <= narrations; i++)
+        var (narrations, endKernel, _) = CleanRun(kind, address);
+        SimHost? host = null;
+        try
         {
-            using var host = Start(kind, address);
-            var before = host.Kernel.Snapshot();
-            using var cts = new CancellationTokenSource();
-            int calls = 0;
-            var e = Assert.Throws<PassthroughInterruptedException>(() =>
-                host.Runner.Run(Plan(host, kind, address), _ => { if (++calls == i) cts.Cancel(); }, cts.Token));
-            Assert.IsType<OperationCanceledException>(e.Cause);
-            if (e.How != PassthroughInterruptedException.Ending.Completed)
-                Assert.True(before == host.Kernel.Snapshot(), $"cancel at {i}: {string.Join("; ", before.Differences(host.Kernel.Snapshot()))}");
+            for (int i = 1; i <= narrations; i++)
+            {
+                host ??= Start(kind, address);  // reused while each stop leaves it at its start
+                var before = host.Kernel.Snapshot();
+                using var cts = new CancellationTokenSource();
+                int calls = 0;
+                var h = host;
+                var e = Assert.Throws<PassthroughInterruptedException>(() =>
+                    h.Runner.Run(Plan(h, kind, address), _ => { if (++calls == i) cts.Cancel(); }, cts.Token));
+                Assert.IsType<OperationCanceledException>(e.Cause);
+                var after = host.Kernel.Snapshot();
+                if (e.How == PassthroughInterruptedException.Ending.Completed)
+                {
+                    Assert.True(endKernel == after, $"cancel at {i} completed: {string.Join("; ", endKernel.Differences(after))}");
+                    host.Dispose();
+                    host = null;
+                }
+                else Assert.True(before == after, $"cancel at {i}: {string.Join("; ", before.Differences(after))}");
+            }
         }
+        finally { host?.Dispose(); }
     }
 
     /// <summary>The process dies at narration point i (before the write that narration announces) — or right after kernel
