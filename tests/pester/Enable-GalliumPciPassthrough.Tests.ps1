@@ -157,29 +157,32 @@ Describe 'A killed Enable or Disable is shown, and repaired by the next command'
     }
 
     It 'declining the repair at the -Confirm prompt stops the command with UnfinishedChangeNotRepaired and changes nothing' {
-        if (-not ('Gallium.PesterSupport.AnsweringHost' -as [type])) { Add-Type -Path (Join-Path $PSScriptRoot 'AnsweringHost.cs') }
         [Gallium.Pci.Testing.Crashes]::KillDuring($kernel, $global:GalliumHostContext, $H::Gpu, $true, 3) | Should -BeTrue
         $half = $kernel.Snapshot()
-        $answering = [Gallium.PesterSupport.AnsweringHost]::new('No')
-        $iss = [initialsessionstate]::CreateDefault2()
-        $iss.ImportPSModule($env:GALLIUM_MODULE_PATH)
-        $iss.Variables.Add([System.Management.Automation.Runspaces.SessionStateVariableEntry]::new('GalliumHostContext', $global:GalliumHostContext, ''))
-        $rs = [runspacefactory]::CreateRunspace($answering, $iss)
-        $rs.Open()
+        $rs = New-CommandRunspace -Answer 'No'
         try {
             $ps = [powershell]::Create()
             $ps.Runspace = $rs
             $ps.AddCommand('Enable-GalliumPciPassthrough').AddParameter('Address', $H::FreeNic).AddParameter('Confirm', $true) | Out-Null
             $e = { $ps.Invoke() } | Should -Throw -PassThru
             $e.Exception.InnerException.ErrorRecord.FullyQualifiedErrorId | Should -BeLike 'UnfinishedChangeNotRepaired*'
-            @($answering.Prompts).Count | Should -BeGreaterThan 0
+            @($script:UiHost.Prompts).Count | Should -BeGreaterThan 0
         } finally { $rs.Dispose() }
         $kernel.Snapshot().Equals($half) | Should -BeTrue
     }
 }
 
 Describe 'PassthroughState tells drift apart, and Enable or Disable repairs it' {
-    BeforeEach { $kernel = New-SimulatedHost -Kind Standard }
+    BeforeEach {
+        $kernel = New-SimulatedHost -Kind Standard
+        # What a host driver winning at boot leaves: the record, the device back on e1000e, no override.
+        function Set-HostDriverWon([string] $Address) {
+            Enable-GalliumPciPassthrough -Address $Address -Confirm:$false
+            $kernel.Write("bus/pci/devices/$Address/driver_override", "`n", [timespan]::FromSeconds(1))
+            $kernel.Write('bus/pci/drivers/vfio-pci/unbind', $Address, [timespan]::FromSeconds(1))
+            $kernel.Write('bus/pci/drivers_probe', $Address, [timespan]::FromSeconds(1))
+        }
+    }
     AfterEach { Remove-SimulatedHost }
 
     It 'Enabled only with the record and rule in place; on vfio-pci without them is NotPersisted, which Enable repairs' {
@@ -195,11 +198,7 @@ Describe 'PassthroughState tells drift apart, and Enable or Disable repairs it' 
     }
 
     It 'recorded but back on its host driver is Drifted, listed by Test-GalliumPciPassthrough; Enable moves it back' {
-        Enable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false
-        # The host driver wins: override cleared, unbound from vfio-pci, probed back onto e1000e, the record left behind.
-        $kernel.Write("bus/pci/devices/$($H::FreeNic)/driver_override", "`n", [timespan]::FromSeconds(1))
-        $kernel.Write('bus/pci/drivers/vfio-pci/unbind', $H::FreeNic, [timespan]::FromSeconds(1))
-        $kernel.Write('bus/pci/drivers_probe', $H::FreeNic, [timespan]::FromSeconds(1))
+        Set-HostDriverWon $H::FreeNic
         $d = Get-GalliumPciDevice -Address $H::FreeNic
         $d.Driver | Should -Be 'e1000e'
         $d.PassthroughState | Should -Be 'Drifted'
@@ -210,10 +209,7 @@ Describe 'PassthroughState tells drift apart, and Enable or Disable repairs it' 
     }
 
     It 'a drifted device that Disable returns to the host loses its record: Host afterwards' {
-        Enable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false
-        $kernel.Write("bus/pci/devices/$($H::FreeNic)/driver_override", "`n", [timespan]::FromSeconds(1))
-        $kernel.Write('bus/pci/drivers/vfio-pci/unbind', $H::FreeNic, [timespan]::FromSeconds(1))
-        $kernel.Write('bus/pci/drivers_probe', $H::FreeNic, [timespan]::FromSeconds(1))
+        Set-HostDriverWon $H::FreeNic
         Disable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false
         (Get-GalliumPciDevice -Address $H::FreeNic).PassthroughState | Should -Be 'Host'
         Test-Path (Join-Path $global:GalliumHostContext.Paths.ConfigDirectory "pci.d/$($H::FreeNic)") | Should -BeFalse
