@@ -24,7 +24,7 @@ count() {   # count OUTPUT RC EXPECTED_RC LABEL
 
 start=$(date +%s)
 echo "=== interruption-test: kills and Ctrl+C (one boot) ==="
-out="$(bash "$here/run-guest.sh" --timeout 1500 -- bash "$here/interruption-boot.sh" "$module" 2>&1)"; rc=$?
+out="$(bash "$here/run-guest.sh" --timeout 2400 -- bash "$here/interruption-boot.sh" "$module" 2>&1)"; rc=$?
 count "$out" "$rc" 0 kills
 
 mkdir -p "$here/work"
