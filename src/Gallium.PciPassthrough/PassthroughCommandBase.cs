@@ -39,6 +39,14 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     protected virtual IAssignmentLookup Assignments => NoAssignments.Instance;
 
     private readonly HashSet<int> _groupsDone = [];
+    private DeviceInventory? _inventory;
+    private DeviceInventory Inventory => _inventory ??= NewInventory();
+
+    private bool IsOfThisHost(Action check)
+    {
+        try { check(); return true; }
+        catch (PciDeviceNotOnThisHostException e) { WriteError(e); return false; }
+    }
     private PassthroughPlanner? _planner;
     private PlanRunner? _runner;
 
@@ -56,12 +64,15 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     {
         switch (ParameterSetName)
         {
+            // An object names a device on a host: one read elsewhere (CliXml, remoting) is refused, not applied to this slot.
             case DeviceSet:
-                foreach (var d in InputObject) yield return d.Address;
+                foreach (var d in InputObject)
+                    if (IsOfThisHost(() => DeviceOrigin.Check(d, Inventory))) yield return d.Address;
                 break;
             case GroupSet:
                 foreach (var g in IommuGroup)
-                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member) yield return member.Address;
+                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member && IsOfThisHost(() => DeviceOrigin.Check(g, Inventory)))
+                        yield return member.Address;
                 break;
             default:
                 foreach (var a in ParseAddresses(Address)) yield return a;

@@ -9,7 +9,7 @@ BeforeAll {
     $H = [Gallium.Pci.Testing.StandardHost]
     try { $script:libvirt = [Gallium.Pci.Libvirt.LibvirtConnection]::Open('qemu:///system') }
     catch { throw "These tests need a running libvirtd on qemu:///system: run tests/libvirt/start-libvirtd.sh as root. ($_)" }
-    $script:prefix = 'gpester-' + [guid]::NewGuid().ToString('n').Substring(0, 8)
+    $script:prefix = $(if ($env:GALLIUM_TEST_VM_PREFIX) { $env:GALLIUM_TEST_VM_PREFIX } else { 'gpester-' }) + [guid]::NewGuid().ToString('n').Substring(0, 8)
 
     function New-TestVm([string] $Suffix, [switch] $Uefi) {
         $name = "$script:prefix-$Suffix"

@@ -60,3 +60,29 @@ public sealed class VmDeviceChangeFailedException(string vmName, string step, Ga
     public bool RolledBack { get; } = rolledBack;
     public IReadOnlyList<string> Leftovers { get; } = leftovers;
 }
+
+/// <summary>Another tool kept changing the VM's definition while Gallium waited to define its MMIO fix. libvirt has no
+/// compare-and-swap define (REFERENCE §8.3): defining then would replace that tool's edits, so Gallium does not.</summary>
+public sealed class VmDefinitionBusyException(string vmName, TimeSpan waited)
+    : GalliumException("VmDefinitionBusy", ErrorKind.ResourceBusy,
+        $"The definition of VM '{vmName}' kept changing for {waited.TotalSeconds:0.#} s (another tool is editing it), so Gallium did not " +
+        "redefine it: a define replaces the whole definition and would lose that tool's edits. Every earlier step was undone; the VM is as it was.",
+        vmName)
+{
+    public string VmName { get; } = vmName;
+}
+
+/// <summary>A stop request (Ctrl+C, a pipeline stop, a stream set to Stop) reached Add/Remove/Repair part-way; the VM's
+/// edit (hostdevs and MMIO fix together) was rolled back, or, when the stop came after the last step, finished.</summary>
+public sealed class VmChangeInterruptedException(string vmName, string action, Exception cause, bool rolledBack, IReadOnlyList<string> leftovers)
+    : ChangeInterruptedException(
+        rolledBack ? "VmChangeRolledBack" : leftovers.Count == 0 ? "VmChangeCompleted" : "VmChangeRollbackFailed",
+        rolledBack
+            ? $"{action} on VM '{vmName}' was stopped; every step already made was undone, so its definition is as it was."
+            : leftovers.Count == 0
+                ? $"{action} on VM '{vmName}' was stopped after its last step: the change is complete."
+                : $"{action} on VM '{vmName}' was stopped, and undoing failed; still changed: {string.Join("; ", leftovers)}",
+        vmName, cause, rolledBack)
+{
+    public IReadOnlyList<string> Leftovers { get; } = leftovers;
+}

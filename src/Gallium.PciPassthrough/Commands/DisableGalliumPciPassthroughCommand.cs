@@ -12,23 +12,37 @@ namespace Gallium.PciPassthrough.Commands;
 [OutputType(typeof(PciDevice))]
 public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 {
-    /// <summary>The libvirt connection whose VM definitions are checked (default LIBVIRT_DEFAULT_URI, else qemu:///system).</summary>
+    /// <summary>The system libvirt to ask whether a VM holds the group: qemu:///system, the default whatever
+    /// LIBVIRT_DEFAULT_URI says; another URI is accepted only when it reaches that same daemon (e.g. with ?socket=).</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? Uri { get; set; }
 
     protected override string Action => "Disable PCI passthrough";
 
+    private string _systemUri = LibvirtUri.Default;
+
+    // "Does anything on this host hold the group" is a question for the system daemon: a session daemon, the test driver or
+    // another host would answer "no" for VMs they cannot see, and the group would go back to the host under a running VM.
     protected override void BeginProcessing()
     {
-        string uri = LibvirtUri.Resolve(Uri);
-        if (!LibvirtUri.IsLocal(uri))
-            ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
-                $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
-            { RecommendedAction = "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }" });
+        if (Uri is null) return;   // LIBVIRT_DEFAULT_URI is deliberately not consulted
+        string uri = Uri.Trim();
+        try { LibvirtUri.Validate(uri); }
+        catch (LibvirtUriInvalidException e) { ThrowTerminatingError(e); }
+        if (LibvirtUri.IsSystem(uri)) { _systemUri = uri; return; }
+        ThrowTerminatingError(new GalliumException(LibvirtUri.IsLocal(uri) ? "LibvirtUriNotSystem" : "LibvirtUriNotLocal", ErrorKind.InvalidArgument,
+            LibvirtUri.IsLocal(uri)
+                ? $"'{uri}' is not this host's system libvirt. Disable asks qemu:///system whether any VM holds the group, because only it holds the VMs that can use host devices."
+                : $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
+        {
+            RecommendedAction = LibvirtUri.IsLocal(uri)
+                ? "Leave -Uri out (Disable always asks qemu:///system), or give a qemu:///system URI."
+                : "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }",
+        });
     }
 
-    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => LibvirtConnection.Open(Uri, readOnly: true));
+    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => LibvirtConnection.Open(_systemUri, readOnly: true));
 
     protected override PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address) => planner.PlanDisable(address);
 
