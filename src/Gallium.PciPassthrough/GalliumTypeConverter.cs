@@ -11,8 +11,10 @@ namespace Gallium.PciPassthrough;
 /// text (types.ps1xml: TargetTypeForDeserialization).</summary>
 public sealed class GalliumTypeConverter : PSTypeConverter
 {
+    // Only an object that was one of these (live or deserialized): a string or a CSV row must never become a blank device.
     public override bool CanConvertFrom(object sourceValue, Type destinationType) =>
-        sourceValue is PSObject && Rehydratable(destinationType);
+        sourceValue is PSObject pso && Rehydratable(destinationType)
+        && pso.TypeNames.Any(n => n == destinationType.FullName || n == "Deserialized." + destinationType.FullName);
 
     public override object ConvertFrom(object sourceValue, Type destinationType, IFormatProvider formatProvider, bool ignoreCase) =>
         Rehydrate((PSObject)sourceValue, destinationType)

@@ -27,6 +27,12 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     [ValidateNotNullOrEmpty]
     public IommuGroup[] IommuGroup { get; set; } = [];
 
+    /// <summary>The host the addresses were read on: a device from another session binds its Host here, so one read on another
+    /// host is refused (PciDeviceNotOnThisHost) instead of changing this host's device in that slot.</summary>
+    [Parameter(ParameterSetName = AddressSet, ValueFromPipelineByPropertyName = true)]
+    [Alias("Host")]
+    public PSObject? SourceHost { get; set; }
+
     /// <summary>Write the re-read devices of the group after the change.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
@@ -75,7 +81,8 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
                         yield return member.Address;
                 break;
             default:
-                foreach (var a in ParseAddresses(Address)) yield return a;
+                foreach (var a in ParseAddresses(Address))
+                    if (IsOfThisHost(() => DeviceOrigin.Check(a, PciPassthrough.SourceHost.From(SourceHost), Inventory))) yield return a;
                 break;
         }
     }

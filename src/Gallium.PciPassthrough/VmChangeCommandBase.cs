@@ -26,6 +26,7 @@ public abstract class VmChangeCommandBase : LibvirtCmdlet
     {
         var change = Planner.Plan(request);
         foreach (var refusal in change.Refusals) WriteError(refusal);
+        change.ThrowIfRefused();   // the whole set, -WhatIf or not: reported by ForEachVm, nothing is done
         foreach (var warning in change.Warnings) WriteWarning($"{warning.Device}: {warning.Message}");
         if (change.IsNoOp)
         {

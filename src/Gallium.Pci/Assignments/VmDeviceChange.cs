@@ -46,11 +46,16 @@ public sealed record VmDeviceChange
     /// <summary>Devices left out of the change, each with why (not enabled, assigned elsewhere, ...): reported, not fatal.</summary>
     public IReadOnlyList<GalliumException> Refusals { get; init; } = [];
     public IReadOnlyList<VmDeviceWarning> Warnings { get; init; } = [];
+    /// <summary>Set when the change as a whole cannot be made (the devices' MMIO window cannot fit): nothing of it is done.</summary>
+    public GalliumException? Refused { get; init; }
+
+    /// <summary>Throws <see cref="Refused"/>, if any; else returns the change.</summary>
+    public VmDeviceChange ThrowIfRefused() => Refused is { } e ? throw e : this;
 
     /// <summary>The host functions the change adds or removes.</summary>
     public IReadOnlyList<PciAddress> Functions => Groups.SelectMany(g => g.Functions).Distinct().ToArray();
     public bool ChangesMmio => Mmio is { Change: not MmioFixChange.None };
-    public bool IsNoOp => Edits.Count == 0 && !ChangesMmio;
+    public bool IsNoOp => Refused is null && Edits.Count == 0 && !ChangesMmio;
 
     /// <summary>The definition with the edits made, for sizing what the VM will hold before anything is done.</summary>
     internal string Project(string domainXml) => Project(domainXml, Edits);

@@ -57,7 +57,7 @@ public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory,
         {
             Request = request, VmName = domain.Name, Groups = groups, Edits = edits, DevicesAfter = after, Refusals = refusals,
         };
-        return change with { Mmio = Size(change, xml, () => FewerThatFit(request, domain.Name, xml, held, groups, device)) };
+        return Sized(change, xml, () => FewerThatFit(request, domain.Name, xml, held, groups, device));
     }
 
     private VmDeviceChange PlanRemove(VmDeviceRequest request, Func<PciAddress, PciDevice?> device)
@@ -87,7 +87,7 @@ public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory,
         {
             Request = request, VmName = domain.Name, Groups = groups, Edits = edits, DevicesAfter = after, Refusals = refusals,
         };
-        return change with { Mmio = groups.Count == 0 ? null : Size(change, xml, null) };
+        return groups.Count == 0 ? change : Sized(change, xml, null);
     }
 
     /// <summary>The MMIO fix alone, for VMs that already hold large-BAR devices (added by hand or by another tool).</summary>
@@ -101,7 +101,14 @@ public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory,
         {
             Request = request, VmName = domain.Name, DevicesAfter = held.Select(device).OfType<PciDevice>().ToArray(),
         };
-        return change with { Mmio = Size(change, xml, null) };
+        return Sized(change, xml, null);
+    }
+
+    /// <summary>The change with its MMIO transition, or refused as a whole (with the devices it left out still listed).</summary>
+    private VmDeviceChange Sized(VmDeviceChange change, string xml, Func<int?>? fewerThatFit)
+    {
+        try { return change with { Mmio = Size(change, xml, fewerThatFit) }; }
+        catch (GalliumException refusal) when (!refusal.IsHostLevel) { return change with { Refused = refusal }; }
     }
 
     /// <summary>The fix for everything the VM holds after the change; a set that cannot fit is refused whole, saying how many

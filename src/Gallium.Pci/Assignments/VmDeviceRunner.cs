@@ -12,7 +12,8 @@ public sealed record VmChangeOptions
     /// <summary>How long to wait for another Gallium command holding the host lock.</summary>
     public TimeSpan LockTimeout { get; init; } = PlanRunner.DefaultLockTimeout;
     /// <summary>A define is made only from a definition read twice this far apart and found unchanged: a tool editing the VM
-    /// right now (a script's burst of virsh calls, an editor's apply) is waited for instead of overwritten.</summary>
+    /// right now (a script's burst of virsh calls, an editor's apply) is waited for instead of overwritten. Each change seen
+    /// doubles the silence asked for next.</summary>
     public TimeSpan QuietPeriod { get; init; } = TimeSpan.FromMilliseconds(500);
     /// <summary>How long to keep waiting for the definition to stay unchanged before refusing (VmDefinitionBusy).</summary>
     public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(10);
@@ -43,7 +44,7 @@ public sealed class VmDeviceRunner(ILibvirt libvirt, VmDevicePlanner planner, Ho
         using var hostLock = HostLock.Acquire(paths, _options.LockTimeout, interruption.Say);
         if (interruption.StopRequested) throw new VmChangeInterruptedException(confirmed.VmName, action, interruption.Cause, true, []);
 
-        var change = _planner.Plan(confirmed.Request);
+        var change = _planner.Plan(confirmed.Request).ThrowIfRefused();
         CheckSameGroups(confirmed, change);
         interruption.Say($"re-checked under the lock: VM '{change.VmName}' is {(change.Action == VmDeviceAction.Repair ? "defined" : "shut off")}"
             + (change.Groups.Count == 0 ? "" : $", {string.Join(", ", change.Groups.Select(g => g.Requested))} "
@@ -167,29 +168,33 @@ public sealed class VmDeviceRunner(ILibvirt libvirt, VmDevicePlanner planner, Ho
     private string? DefineWhenQuiet(string vmName, Func<string, string?> targetFor, Interruption interruption)
     {
         var clock = Stopwatch.StartNew();
+        var quiet = _options.QuietPeriod;
         while (true)
         {
             string current = libvirt.GetDefinition(vmName);
             var readAt = clock.Elapsed;
             if (targetFor(current) is not { } target)
             {
-                interruption.Say($"libvirt: VM '{vmName}' already has the MMIO settings it needs");
+                interruption.Say($"libvirt: VM '{vmName}' already is as this change leaves it");
                 return null;
             }
-            interruption.Say($"libvirt: read the definition of VM '{vmName}'; define it if it stays unchanged for {_options.QuietPeriod.TotalSeconds:0.###} s");
-            while (clock.Elapsed - readAt < _options.QuietPeriod)
+            interruption.Say($"libvirt: read the definition of VM '{vmName}'; define it if it stays unchanged for {quiet.TotalSeconds:0.###} s");
+            while (clock.Elapsed - readAt < quiet)
             {
                 if (interruption.StopRequested) throw new StoppedBeforeStepException();
-                Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(25, Math.Max(1, (_options.QuietPeriod - (clock.Elapsed - readAt)).TotalMilliseconds))));
+                Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(25, Math.Max(1, (quiet - (clock.Elapsed - readAt)).TotalMilliseconds))));
             }
+            // Nothing between this read and the define but a string compare: the window libvirt leaves open is its own parse.
             if (libvirt.GetDefinition(vmName) == current)
             {
-                interruption.Say($"libvirt: define VM '{vmName}' (its definition read with secrets, changed only in the MMIO settings)");
+                interruption.Say($"libvirt: define VM '{vmName}' (its definition as read, with secrets, plus this change only)");
                 libvirt.DefineDomain(target);
                 return current;
             }
-            interruption.Say($"libvirt: the definition of VM '{vmName}' changed meanwhile (another tool is editing it); reading it again");
             if (clock.Elapsed >= _options.BusyTimeout) throw new VmDefinitionBusyException(vmName, clock.Elapsed);
+            // A tool that was editing a moment ago is likely still at it: wait for a longer silence before the next try.
+            quiet = TimeSpan.FromTicks(Math.Min(quiet.Ticks * 2, Math.Max(_options.QuietPeriod.Ticks, _options.BusyTimeout.Ticks / 4)));
+            interruption.Say($"libvirt: the definition of VM '{vmName}' changed meanwhile (another tool is editing it); reading it again");
         }
     }
 }

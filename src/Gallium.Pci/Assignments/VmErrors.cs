@@ -63,13 +63,18 @@ public sealed class VmDeviceChangeFailedException(string vmName, string step, Ga
 
 /// <summary>Another tool kept changing the VM's definition while Gallium waited to define its MMIO fix. libvirt has no
 /// compare-and-swap define (REFERENCE §8.3): defining then would replace that tool's edits, so Gallium does not.</summary>
-public sealed class VmDefinitionBusyException(string vmName, TimeSpan waited)
-    : GalliumException("VmDefinitionBusy", ErrorKind.ResourceBusy,
-        $"The definition of VM '{vmName}' kept changing for {waited.TotalSeconds:0.#} s (another tool is editing it), so Gallium did not " +
-        "redefine it: a define replaces the whole definition and would lose that tool's edits. Every earlier step was undone; the VM is as it was.",
-        vmName)
+public sealed class VmDefinitionBusyException : GalliumException
 {
-    public string VmName { get; } = vmName;
+    public VmDefinitionBusyException(string vmName, TimeSpan waited)
+        : base("VmDefinitionBusy", ErrorKind.ResourceBusy,
+            $"The definition of VM '{vmName}' kept changing for {waited.TotalSeconds:0.#} s (another tool is editing it), so Gallium did not " +
+            "redefine it: a define replaces the whole definition and would lose that tool's edits. Nothing was changed.", vmName)
+    {
+        VmName = vmName;
+        RecommendedAction = "Run the command again once the other tool has finished editing the VM.";
+    }
+
+    public string VmName { get; }
 }
 
 /// <summary>A stop request (Ctrl+C, a pipeline stop, a stream set to Stop) reached Add/Remove/Repair part-way; the VM's

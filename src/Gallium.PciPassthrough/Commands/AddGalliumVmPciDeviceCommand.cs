@@ -9,8 +9,10 @@ namespace Gallium.PciPassthrough.Commands;
 /// <summary>Adds a device enabled for passthrough (with every endpoint of its IOMMU group) to a stopped VM's definition, and
 /// sizes the VM's 64-bit MMIO window when its devices need more than the firmware gives (large-VRAM GPUs). Every device the
 /// command names for one VM is planned together: one MMIO window for all of them, refused as a whole when it cannot fit.</summary>
+// Devices are the default set: a piped device (live, imported, or received from another session) binds as the device it
+// is and is checked against this host; strings and CSV rows cannot become one and bind -Address.
 [Cmdlet(VerbsCommon.Add, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = AddressSet)]
+    DefaultParameterSetName = DeviceSet)]
 [OutputType(typeof(VmPciAssignment))]
 public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
 {
@@ -30,6 +32,12 @@ public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
     [Parameter(ParameterSetName = DeviceSet, Mandatory = true, ValueFromPipeline = true)]
     [ValidateNotNullOrEmpty]
     public PciDevice[] InputObject { get; set; } = [];
+
+    /// <summary>The host the addresses were read on: a device from another session (remoting, a job) binds its Host here, so
+    /// one read on another host is refused instead of naming this host's slot.</summary>
+    [Parameter(ParameterSetName = AddressSet, ValueFromPipelineByPropertyName = true)]
+    [Alias("Host")]
+    public PSObject? SourceHost { get; set; }
 
     /// <summary>Write the VM's assignments of the added groups.</summary>
     [Parameter]
@@ -57,7 +65,14 @@ public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
                 catch (PciDeviceNotOnThisHostException e) { WriteError(e); }
             }
         }
-        else addresses.AddRange(ParseAddresses(Address));
+        else
+        {
+            foreach (var address in ParseAddresses(Address))
+            {
+                try { DeviceOrigin.Check(address, PciPassthrough.SourceHost.From(SourceHost), _inventory ??= NewInventory()); addresses.Add(address); }
+                catch (PciDeviceNotOnThisHostException e) { WriteError(e); }
+            }
+        }
         if (addresses.Count == 0) return;
         var request = _requests.FirstOrDefault(r => r.VmName == VmName);
         if (request.Addresses is null) _requests.Add((VmName, addresses));

@@ -92,7 +92,7 @@ public sealed class VmChangeTests(LibvirtdFixture fixture)
         string vm = h.DefineVm("eight");
         string before = h.Definition(vm);
 
-        var e = Assert.Throws<GalliumException>(() => h.Plan(VmDeviceAction.Add, vm, gpus));
+        var e = Assert.Throws<GalliumException>(() => h.Plan(VmDeviceAction.Add, vm, gpus).ThrowIfRefused());
         Assert.Equal(("MmioWindowBeyondHostAddressBits", ErrorKind.LimitsExceeded), (e.ErrorId, e.Kind));
         Assert.Contains("8 devices, 1 TiB", e.Message);                       // the sum
         Assert.Contains("39 physical address bits", e.Message);              // the limit
