@@ -80,8 +80,7 @@ public sealed class VmDefinitionBusyException : GalliumException
 /// <summary>A stop request (Ctrl+C, a pipeline stop, a stream set to Stop) reached Add/Remove/Repair part-way; the VM's
 /// edit (hostdevs and MMIO fix together) was rolled back, or, when the stop came after the last step, finished.</summary>
 public sealed class VmChangeInterruptedException(string vmName, string action, Exception cause, bool rolledBack, IReadOnlyList<string> leftovers)
-    : ChangeInterruptedException(
-        rolledBack ? "VmChangeRolledBack" : leftovers.Count == 0 ? "VmChangeCompleted" : "VmChangeRollbackFailed",
+    : ChangeInterruptedException("VmChangeInterrupted",
         rolledBack
             ? $"{action} on VM '{vmName}' was stopped; every step already made was undone, so its definition is as it was."
             : leftovers.Count == 0

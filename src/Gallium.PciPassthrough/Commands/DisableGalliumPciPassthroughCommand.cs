@@ -32,15 +32,13 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
         try { LibvirtUri.Validate(uri); }
         catch (LibvirtUriInvalidException e) { ThrowTerminatingError(e); }
         if (LibvirtUri.IsSystem(uri)) { _systemUri = uri; return; }
-        ThrowTerminatingError(new GalliumException(LibvirtUri.IsLocal(uri) ? "LibvirtUriNotSystem" : "LibvirtUriNotLocal", ErrorKind.InvalidArgument,
-            LibvirtUri.IsLocal(uri)
-                ? $"'{uri}' is not this host's system libvirt. Disable asks qemu:///system whether any VM holds the group, because only it holds the VMs that can use host devices."
-                : $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
-        {
-            RecommendedAction = LibvirtUri.IsLocal(uri)
-                ? "Leave -Uri out (Disable always asks qemu:///system), or give a qemu:///system URI."
-                : "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }",
-        });
+        if (!LibvirtUri.IsLocal(uri))
+            ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
+                $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
+            { RecommendedAction = "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }" });
+        ThrowTerminatingError(new GalliumException("LibvirtUriNotSystem", ErrorKind.InvalidArgument,
+            $"'{uri}' is not this host's system libvirt. Disable asks qemu:///system whether any VM holds the group, because only it holds the VMs that can use host devices.", uri)
+        { RecommendedAction = "Leave -Uri out (Disable always asks qemu:///system), or give a qemu:///system URI." });
     }
 
     protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => LibvirtConnection.Open(_systemUri, readOnly: true));
