@@ -34,9 +34,9 @@ public abstract class VmChangeCommandBase : LibvirtCmdlet
             return change;
         }
         if (!confirm(change)) return null;
-        var runner = new VmDeviceRunner(Libvirt, Planner, HostContext.Paths, RequireHostCpu);
+        var runner = new VmDeviceRunner(Libvirt, Planner, HostContext, RequireHostCpu);
         VmDeviceChange done;
-        try { done = runner.Run(change, new Interruption(WriteVerbose, StopToken)); }
+        try { done = runner.Run(change, new Interruption(WriteVerbose, StopToken, WriteWarning)); }
         catch (VmChangeInterruptedException e) { EndInterrupted(e); throw; }
         // What only the check under the lock found (assigned or disabled meanwhile) is reported too.
         foreach (var refusal in done.Refusals.Where(r => !change.Refusals.Any(c => c.ErrorId == r.ErrorId && Equals(c.Target, r.Target))))

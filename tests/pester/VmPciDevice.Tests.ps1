@@ -299,12 +299,13 @@ Describe 'One plan per VM: the large-BAR fix sized for everything the VM will ho
         $t = [Gallium.Pci.Testing.HostTopology]::Create().PhysicalAddressBits(39).RootComplex('0000:00:00.0', 0x8086, 0x3e30, 0x060000, $null)
         foreach ($i in 1..8) {   # buses 0x41-0x48: no address another test VM holds (one device, one VM holds across hosts in one libvirtd)
             $null = $t.RootPort(('0000:00:{0:x2}.0' -f $i), 0x40 + $i, 0x8086, 0xa338).Endpoint(('0000:{0:x2}:00.0' -f (0x40 + $i)), 0x10de, 0x2330, 0x030200, 'nvidia').
-                Mem32Bar(0, 16MB, $false).Mem64Bar(1, 128GB, $true).Mem64Bar(3, 32MB, $true).OnVfio()
+                Mem32Bar(0, 16MB, $false).Mem64Bar(1, 128GB, $true).Mem64Bar(3, 32MB, $true)
         }
         $eight = $t.Build([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
         $standard = $global:GalliumHostContext
         $global:GalliumHostContext = $eight.CreateContext($true)
         try {
+            Get-GalliumPciDevice -Class Display | Enable-GalliumPciPassthrough -Confirm:$false
             $vm = New-TestVm 'eight' -Uefi
             $before = $script:libvirt.GetDefinition($vm)
             foreach ($whatIf in $true, $false) {

@@ -39,7 +39,8 @@ public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory,
             try
             {
                 var group = ReadGroup(address, device);
-                var notEnabled = group.Endpoints.Where(d => d.Driver != "vfio-pci").ToArray();
+                // Enabled: on vfio-pci with its override and records (so it stays there after a reboot), no change half done.
+                var notEnabled = group.Endpoints.Where(d => d.Driver != "vfio-pci" || d.PassthroughState != PassthroughState.Enabled).ToArray();
                 if (notEnabled.Length > 0) throw new PciDeviceNotEnabledException(address, group.Id, notEnabled);
                 var endpoints = group.Endpoints.Select(d => d.Address).ToArray();
                 // One device, one VM (libvirt refuses to start two VMs sharing a VFIO group, REFERENCE §4.1).

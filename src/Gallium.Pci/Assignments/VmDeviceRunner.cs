@@ -20,13 +20,13 @@ public sealed record VmChangeOptions
 }
 
 /// <summary>Carries out a <see cref="VmDeviceChange"/>: the one entry point of every VM edit (Add, Remove, Repair). Under the
-/// host lock (the same one Enable/Disable take, so "read assignments, check, edit" never interleaves with another Gallium
+/// host lock (<see cref="HostChange"/>, the same one Enable/Disable take, so "read assignments, check, edit" never interleaves with another Gallium
 /// command) it plans the change again, which checks once more, after any prompt, that the VM is stopped, each device still
 /// enabled, in the same group and in no other VM. A change that leaves the MMIO fix as it is goes through libvirt's atomic
 /// per-device calls, one per hostdev or root port; a failed step, or a stop request at any step boundary, undoes the earlier
 /// ones in reverse order. A change that moves the fix, which has no such call, is one define holding the fix and the hostdevs
 /// together, made only from a definition that stayed unchanged for a moment (REFERENCE §8.3).</summary>
-public sealed class VmDeviceRunner(ILibvirt libvirt, VmDevicePlanner planner, HostPaths paths, Func<HostCpu> hostCpu, VmChangeOptions? options = null)
+public sealed class VmDeviceRunner(ILibvirt libvirt, VmDevicePlanner planner, HostContext host, Func<HostCpu> hostCpu, VmChangeOptions? options = null)
 {
     private readonly VmChangeOptions _options = options ?? new VmChangeOptions();
     private readonly Func<HostCpu> _hostCpu = hostCpu;
@@ -41,7 +41,8 @@ public sealed class VmDeviceRunner(ILibvirt libvirt, VmDevicePlanner planner, Ho
         ArgumentNullException.ThrowIfNull(confirmed);
         ArgumentNullException.ThrowIfNull(interruption);
         string action = confirmed.Action.ToString();
-        using var hostLock = HostLock.Acquire(paths, _options.LockTimeout, interruption.Say);
+        // The one way in (issue 11): the host lock, and before anything else the repair of a host change a killed command left.
+        using var hostChange = HostChange.Begin(host, _options.LockTimeout, interruption);
         if (interruption.StopRequested) throw new VmChangeInterruptedException(confirmed.VmName, action, interruption.Cause, true, []);
 
         var change = _planner.Plan(confirmed.Request).ThrowIfRefused();

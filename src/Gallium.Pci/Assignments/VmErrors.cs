@@ -13,13 +13,14 @@ public sealed class VmNotPersistentException(string vmName)
     : GalliumException("VmNotPersistent", ErrorKind.InvalidOperation,
         $"VM '{vmName}' is transient (not defined): it has no persistent definition to add a device to. Define it first (virsh define).", vmName);
 
-/// <summary>The device (or a sibling endpoint of its IOMMU group) is not on vfio-pci.</summary>
+/// <summary>The device (or a sibling endpoint of its IOMMU group) is not Enabled: not on vfio-pci, or on it without the
+/// override and records that keep it there across a reboot, or in the middle of an interrupted change.</summary>
 public sealed class PciDeviceNotEnabledException : GalliumException
 {
     public PciDeviceNotEnabledException(PciAddress address, int group, IReadOnlyList<PciDevice> notEnabled)
         : base("PciDeviceNotEnabled", ErrorKind.NotEnabled,
             $"{address} is not enabled for passthrough: in its IOMMU group {group}, " +
-            string.Join(", ", notEnabled.Select(d => $"{d.Address} is on {d.Driver ?? "no driver"}")) + ", not vfio-pci.",
+            string.Join("; ", notEnabled.Select(Why)) + ".",
             address.ToString())
     {
         Address = address;
@@ -27,6 +28,10 @@ public sealed class PciDeviceNotEnabledException : GalliumException
     }
 
     public PciAddress Address { get; }
+
+    private static string Why(PciDevice d) => d.Driver != "vfio-pci"
+        ? $"{d.Address} is on {d.Driver ?? "no driver"}, not vfio-pci"
+        : $"{d.Address} is {d.PassthroughState}" + (d.Problem is { } p ? $" ({p})" : "");
 }
 
 /// <summary>A group belongs to one VM at a time (libvirt refuses to start two VMs sharing a VFIO group, REFERENCE §4.1).</summary>

@@ -38,6 +38,9 @@ public sealed record PciDevice
     public PassthroughState PassthroughState { get; init; }
     /// <summary>Names of the VMs whose persistent definition holds this device (filled when libvirt is consulted).</summary>
     public IReadOnlyList<string> AssignedTo { get; init; } = [];
+    /// <summary>What is wrong with the device's passthrough state and the command that repairs it (one sentence); null
+    /// when nothing is (see <see cref="Pci.PassthroughState"/>).</summary>
+    public string? Problem { get; init; }
     /// <summary>The host this device was read on; an object from another host is refused by the commands that change it.</summary>
     public HostId? Host { get; init; }
 

@@ -27,6 +27,12 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
     // another host would answer "no" for VMs they cannot see, and the group would go back to the host under a running VM.
     protected override void BeginProcessing()
     {
+        CheckUri();                // refused before anything, the repair of an unfinished change included, is done
+        base.BeginProcessing();
+    }
+
+    private void CheckUri()
+    {
         if (Uri is null) return;   // LIBVIRT_DEFAULT_URI is deliberately not consulted
         string uri = Uri.Trim();
         try { LibvirtUri.Validate(uri); }

@@ -87,7 +87,7 @@ public sealed class VmChangeTests(LibvirtdFixture fixture)
         var gpus = Enumerable.Range(1, 8).Select(i => $"0000:{i:x2}:00.0").ToArray();
         for (int i = 1; i <= 8; i++)
             topology.RootPort($"0000:00:{i:x2}.0", i).Endpoint(gpus[i - 1], 0x10de, 0x2330, 0x030200, "nvidia")
-                .Mem32Bar(0, 16 << 20).Mem64Bar(1, 128L << 30).Mem64Bar(3, 32 << 20).OnVfio();
+                .Mem32Bar(0, 16 << 20).Mem64Bar(1, 128L << 30).Mem64Bar(3, 32 << 20);
         using var h = new VmHarness(fixture, topology);
         string vm = h.DefineVm("eight");
         string before = h.Definition(vm);

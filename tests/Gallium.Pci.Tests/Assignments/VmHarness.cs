@@ -4,6 +4,7 @@ using Gallium.Pci.Assignments;
 using Gallium.Pci.Host;
 using Gallium.Pci.Libvirt;
 using Gallium.Pci.Mmio;
+using Gallium.Pci.Passthrough;
 using Gallium.Pci.Testing;
 using Gallium.Pci.Tests.Libvirt;
 
@@ -22,12 +23,21 @@ internal sealed class VmHarness : IDisposable
     {
         _fixture = fixture;
         Root = SimulatedHosts.CreateTempRoot();
-        Kernel = (topology ?? SimulatedHosts.StandardTopology(new HostOptions
-        {
-            VfioDevices = [StandardHost.Gpu, StandardHost.GpuAudio, StandardHost.ComputeGpu, StandardHost.FreeNic],
-        })).Build(Root);
+        Kernel = (topology ?? SimulatedHosts.StandardTopology(new HostOptions())).Build(Root);
         Context = Kernel.CreateContext();
         Libvirt = new InterceptingLibvirt(fixture.Libvirt);
+        // Enabled the way an admin does it (records and rules too): Add takes only Enabled devices.
+        var endpoints = topology is null
+            ? [StandardHost.Gpu, StandardHost.ComputeGpu, StandardHost.FreeNic]
+            : Kernel.DeviceAddresses.Where(a => Inventory.Read(PciAddress.Parse(a)) is { IsEndpoint: true, IommuGroup: not null, ClassCode: >= 0x030000 and < 0x040000 }).ToArray();
+        var planner = new PassthroughPlanner(Context, new NoVms());
+        foreach (string a in endpoints) new PlanRunner(Context).Run(planner.PlanEnable(PciAddress.Parse(a)));
+    }
+
+    /// <summary>Enable asks no one; the VM side reads libvirt itself.</summary>
+    private sealed class NoVms : IAssignmentLookup
+    {
+        public IReadOnlyList<string> VmsReferencing(IReadOnlyCollection<PciAddress> addresses) => [];
     }
 
     public string Root { get; }
@@ -40,7 +50,7 @@ internal sealed class VmHarness : IDisposable
     public HostCpu Cpu => HostCpu.Read(Context.Procfs);
 
     public VmDevicePlanner Planner => new(Libvirt, Inventory, () => Cpu);
-    public VmDeviceRunner Runner => new(Libvirt, Planner, Context.Paths, () => Cpu, Options);
+    public VmDeviceRunner Runner => new(Libvirt, Planner, Context, () => Cpu, Options);
 
     /// <summary>A diskless TCG q35 VM (OVMF unless <paramref name="uefi"/> is false); <paramref name="extra"/> are children
     /// added to the domain element (devices go into &lt;devices&gt;).</summary>
