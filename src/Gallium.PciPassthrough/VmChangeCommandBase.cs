@@ -20,6 +20,23 @@ public abstract class VmChangeCommandBase : LibvirtCmdlet
 
     protected VmDevicePlanner Planner => _planner ??= new VmDevicePlanner(Libvirt, NewInventory(), RequireHostCpu);
 
+    // VM name -> addresses, in the order they came: planned per VM at the end, so a pipeline of eight GPUs is one plan.
+    private readonly List<(string VmName, List<PciAddress> Addresses)> _requests = [];
+
+    /// <summary>What the pipeline asked for, per VM, in the order the VMs first came.</summary>
+    protected IReadOnlyList<(string VmName, List<PciAddress> Addresses)> Requests => _requests;
+
+    /// <summary>Gathers addresses for one VM (checked: a name with a control character is VmNameInvalid and gathers nothing).</summary>
+    protected void Gather(string vmName, IEnumerable<PciAddress> addresses)
+    {
+        if (!ValidVmName(vmName)) return;
+        var list = addresses.ToList();
+        if (list.Count == 0) return;
+        var request = _requests.FirstOrDefault(r => r.VmName == vmName);
+        if (request.Addresses is null) _requests.Add((vmName, list));
+        else request.Addresses.AddRange(list);
+    }
+
     /// <summary>Plans, reports what is left out, asks, runs. Returns the change as made (or, when there was nothing to do, as
     /// planned); null when the user declined or -WhatIf only reported it.</summary>
     protected VmDeviceChange? Change(VmDeviceRequest request, Func<VmDeviceChange, bool> confirm)

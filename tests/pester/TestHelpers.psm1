@@ -35,6 +35,20 @@ function Remove-SimulatedHost {
 
 <#
 .SYNOPSIS
+    For the suites that edit VMs: loads the prompt and stop hooks (PromptGate.cs), opens qemu:///system (failing, never
+    skipping, with the set-up hint when it cannot) and makes the suite's domain-name prefix: GALLIUM_TEST_VM_PREFIX (default
+    gpester-) and a random part. Returns @{ Libvirt; Prefix }.
+#>
+function Initialize-VmSuite {
+    if (-not ('Gallium.PesterSupport.GatedHost' -as [type])) { Add-Type -Path (Join-Path $env:GALLIUM_REPO 'tests/pester/PromptGate.cs') }
+    try { $libvirt = [Gallium.Pci.Libvirt.LibvirtConnection]::Open('qemu:///system') }
+    catch { throw "These tests need a running libvirtd on qemu:///system: run tests/libvirt/start-libvirtd.sh as root. ($_)" }
+    $start = if ($env:GALLIUM_TEST_VM_PREFIX) { $env:GALLIUM_TEST_VM_PREFIX } else { 'gpester-' }
+    [pscustomobject]@{ Libvirt = $libvirt; Prefix = $start + [guid]::NewGuid().ToString('n').Substring(0, 8) }
+}
+
+<#
+.SYNOPSIS
     Defines a diskless type='qemu' q35 test domain (REFERENCE §1) named Prefix-Suffix; with -Uefi it boots OVMF.
     -Devices are extra <devices> children (XML text). Returns the name.
 #>
@@ -49,6 +63,20 @@ function New-LibvirtTestVm {
         "<os><type arch='x86_64' machine='q35'>hvm</type>$os</os><features><acpi/></features><devices>$Devices</devices></domain>"
     $Libvirt.DefineDomain($xml) | Out-Null
     $name
+}
+
+<#
+.SYNOPSIS
+    Destroys and undefines every domain whose name starts with Prefix (the suite's own, whatever state they are in).
+#>
+function Remove-LibvirtTestVm {
+    param([Parameter(Mandatory)] $Libvirt, [Parameter(Mandatory)] [string] $Prefix)
+    foreach ($d in $Libvirt.ListDomains()) {
+        if ($d.Name.StartsWith($Prefix)) {
+            if ($d.State -ne 'ShutOff') { $Libvirt.DestroyDomain($d.Name) }
+            if ($d.IsPersistent) { $Libvirt.UndefineDomain($d.Name) }
+        }
+    }
 }
 
 <#
@@ -147,5 +175,5 @@ function Complete-GatedCommand($Gated) {
     $Gated.Runspace.Dispose()
 }
 
-Export-ModuleMember -Function Import-GalliumModule, New-SimulatedHost, Remove-SimulatedHost, New-LibvirtTestVm, Clear-LibvirtTestDevice, Get-PwshCommand,
+Export-ModuleMember -Function Import-GalliumModule, New-SimulatedHost, Remove-SimulatedHost, Initialize-VmSuite, New-LibvirtTestVm, Remove-LibvirtTestVm, Clear-LibvirtTestDevice, Get-PwshCommand,
     Start-GalliumWorker, Send-GalliumWorker, Receive-GalliumWorker, Stop-GalliumWorker, Start-GatedCommand, Complete-GatedCommand

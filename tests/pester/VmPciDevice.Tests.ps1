@@ -5,12 +5,10 @@
 BeforeAll {
     Import-Module (Join-Path $env:GALLIUM_REPO 'tests/pester/TestHelpers.psm1') -Force
     Import-GalliumModule
-    if (-not ('Gallium.PesterSupport.AnsweringHost' -as [type])) { Add-Type -Path (Join-Path $PSScriptRoot 'AnsweringHost.cs') }
-    if (-not ('Gallium.PesterSupport.GatedHost' -as [type])) { Add-Type -Path (Join-Path $PSScriptRoot 'PromptGate.cs') }
     $H = [Gallium.Pci.Testing.StandardHost]
-    try { $script:libvirt = [Gallium.Pci.Libvirt.LibvirtConnection]::Open('qemu:///system') }
-    catch { throw "These tests need a running libvirtd on qemu:///system: run tests/libvirt/start-libvirtd.sh as root. ($_)" }
-    $script:prefix = $(if ($env:GALLIUM_TEST_VM_PREFIX) { $env:GALLIUM_TEST_VM_PREFIX } else { 'gpester-' }) + [guid]::NewGuid().ToString('n').Substring(0, 8)
+    $suite = Initialize-VmSuite
+    $script:libvirt = $suite.Libvirt
+    $script:prefix = $suite.Prefix
 
     function New-TestVm([string] $Suffix, [switch] $Uefi) { New-LibvirtTestVm -Libvirt $script:libvirt -Prefix $script:prefix -Suffix $Suffix -Uefi:$Uefi }
     function Get-VmXml([string] $Name) { $script:libvirt.GetDomain($Name).Xml }
@@ -34,12 +32,7 @@ BeforeAll {
 }
 
 AfterAll {
-    foreach ($d in $script:libvirt.ListDomains()) {
-        if ($d.Name.StartsWith($script:prefix)) {
-            if ($d.State -ne 'ShutOff') { $script:libvirt.DestroyDomain($d.Name) }
-            if ($d.IsPersistent) { $script:libvirt.UndefineDomain($d.Name) }
-        }
-    }
+    Remove-LibvirtTestVm -Libvirt $script:libvirt -Prefix $script:prefix
     $script:libvirt.Dispose()
     Remove-SimulatedHost
 }
@@ -268,18 +261,8 @@ Describe 'A GPU with its audio function, and the large-BAR MMIO window' {
         (Get-GalliumVmPciDevice -VmName $vm).MmioFixNeeded | Should -BeFalse
         $script:libvirt.DetachDeviceFromConfig($vm, [Gallium.Pci.Libvirt.DomainXml]::BuildDetach([Gallium.Pci.PciAddress]::Parse($H::ComputeGpu)))
     }
-}
 
-Describe 'One plan per VM: the large-BAR fix sized for everything the VM will hold' {
-    BeforeAll {
-        Enable-GalliumPciPassthrough -Address $H::Gpu -Confirm:$false
-        Enable-GalliumPciPassthrough -Address $H::ComputeGpu -Confirm:$false
-    }
-    AfterAll {
-        Disable-GalliumPciPassthrough -Address $H::Gpu -Confirm:$false -ErrorAction SilentlyContinue
-        Disable-GalliumPciPassthrough -Address $H::ComputeGpu -Confirm:$false -ErrorAction SilentlyContinue
-    }
-
+    # One plan per VM: the large-BAR fix sized for everything the VM will hold.
     It 'Remove of a small GPU from a VM that keeps a 128 GiB GPU leaves the fix in place, and FixNeeded stays False' {
         foreach ($a in $H::Gpu, $H::ComputeGpu) { Clear-LibvirtTestDevice -Libvirt $script:libvirt -Prefix $script:prefix -Address $a }
         $vm = New-TestVm 'keepfix' -Uefi

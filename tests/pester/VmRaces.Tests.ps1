@@ -7,11 +7,10 @@
 BeforeAll {
     Import-Module (Join-Path $env:GALLIUM_REPO 'tests/pester/TestHelpers.psm1') -Force
     Import-GalliumModule
-    if (-not ('Gallium.PesterSupport.GatedHost' -as [type])) { Add-Type -Path (Join-Path $PSScriptRoot 'PromptGate.cs') }
     $H = [Gallium.Pci.Testing.StandardHost]
-    try { $script:libvirt = [Gallium.Pci.Libvirt.LibvirtConnection]::Open('qemu:///system') }
-    catch { throw "These tests need a running libvirtd on qemu:///system: run tests/libvirt/start-libvirtd.sh as root. ($_)" }
-    $script:prefix = $(if ($env:GALLIUM_TEST_VM_PREFIX) { $env:GALLIUM_TEST_VM_PREFIX } else { 'gpester-' }) + [guid]::NewGuid().ToString('n').Substring(0, 8)
+    $suite = Initialize-VmSuite
+    $script:libvirt = $suite.Libvirt
+    $script:prefix = $suite.Prefix
     $script:kernel = New-SimulatedHost -Kind Standard
     foreach ($a in $H::FreeNic, $H::ComputeGpu) { Enable-GalliumPciPassthrough -Address $a -Confirm:$false }
 
@@ -46,12 +45,7 @@ rm -rf "$dir"; echo done
 }
 
 AfterAll {
-    foreach ($d in $script:libvirt.ListDomains()) {
-        if ($d.Name.StartsWith($script:prefix)) {
-            if ($d.State -ne 'ShutOff') { $script:libvirt.DestroyDomain($d.Name) }
-            if ($d.IsPersistent) { $script:libvirt.UndefineDomain($d.Name) }
-        }
-    }
+    Remove-LibvirtTestVm -Libvirt $script:libvirt -Prefix $script:prefix
     $script:libvirt.Dispose()
     Remove-SimulatedHost
 }

@@ -45,15 +45,12 @@ public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
 
     protected override string Action => "Add PCI device to VM";
 
-    // VM name -> addresses, in the order they came: planned per VM at the end, so a pipeline of eight GPUs is one plan.
-    private readonly List<(string VmName, List<PciAddress> Addresses)> _requests = [];
     private DeviceInventory? _inventory;
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
     protected override void ProcessRecord()
     {
-        if (!ValidVmName(VmName)) return;
         var addresses = new List<PciAddress>();
         if (ParameterSetName == DeviceSet)
         {
@@ -73,17 +70,14 @@ public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
                 catch (PciDeviceNotOnThisHostException e) { WriteError(e); }
             }
         }
-        if (addresses.Count == 0) return;
-        var request = _requests.FirstOrDefault(r => r.VmName == VmName);
-        if (request.Addresses is null) _requests.Add((VmName, addresses));
-        else request.Addresses.AddRange(addresses);
+        Gather(VmName, addresses);
     }
 
     protected override void EndProcessing()
     {
         try
         {
-            ForEachVm(_requests, r =>
+            ForEachVm(Requests, r =>
             {
                 var done = Change(new VmDeviceRequest(VmDeviceAction.Add, r.VmName, r.Addresses), c => VmShouldProcess.Ask(this, c, Action));
                 if (!PassThru || done is null) return;

@@ -33,26 +33,16 @@ public sealed class RemoveGalliumVmPciDeviceCommand : VmChangeCommandBase
 
     protected override string Action => "Remove PCI device from VM";
 
-    // Piping a VM's assignments lists a GPU and its audio function: gathered per VM, the group is decided once.
-    private readonly List<(string VmName, List<PciAddress> Addresses)> _requests = [];
-
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
-    protected override void ProcessRecord()
-    {
-        if (!ValidVmName(VmName)) return;
-        var addresses = ParseAddresses(Address).ToList();
-        if (addresses.Count == 0) return;
-        var request = _requests.FirstOrDefault(r => r.VmName == VmName);
-        if (request.Addresses is null) _requests.Add((VmName, addresses));
-        else request.Addresses.AddRange(addresses);
-    }
+    // Piping a VM's assignments lists a GPU and its audio function: gathered per VM, the group is decided once.
+    protected override void ProcessRecord() => Gather(VmName, ParseAddresses(Address));
 
     protected override void EndProcessing()
     {
         try
         {
-            ForEachVm(_requests, r =>
+            ForEachVm(Requests, r =>
             {
                 var done = Change(new VmDeviceRequest(VmDeviceAction.Remove, r.VmName, r.Addresses), Confirmed);
                 if (!PassThru || done is null || done.IsNoOp) return;
