@@ -1,7 +1,7 @@
 // Hosts and hooks for the race and stop tests (VmRaces.Tests.ps1, VmPciDevice.Tests.ps1), loaded with Add-Type.
 //  - GatedHost: a PowerShell host whose user sits at a -Confirm prompt until the test lets go, so another command can run
 //    "while Add waits at its prompt" deterministically; it also keeps the prompts and the warnings the host was shown.
-//  - AnsweringHost: the same host with the answer given in advance (Remove asks, and obeys Yes and No).
+//    (AnsweringHost.cs is the host that answers at once.)
 //  - StopHook.AtVerbose: stops a pipeline (PowerShell.BeginStop, what Ctrl+C does) at its k-th verbose record, on the
 //    pipeline's own thread, as the command writes it.
 using System;
@@ -15,24 +15,6 @@ using System.Threading;
 
 namespace Gallium.PesterSupport
 {
-    public sealed class AnsweringHost : PSHost
-    {
-        private readonly GatedHost _gated = new GatedHost();
-        public AnsweringHost(string answerLabel) { _gated.Gate.Answer(answerLabel); }
-        public List<string> Prompts => _gated.Gate.Prompts;
-        public override CultureInfo CurrentCulture => _gated.CurrentCulture;
-        public override CultureInfo CurrentUICulture => _gated.CurrentUICulture;
-        public override Guid InstanceId => _gated.InstanceId;
-        public override string Name => "AnsweringHost";
-        public override PSHostUserInterface UI => _gated.UI;
-        public override Version Version => _gated.Version;
-        public override void EnterNestedPrompt() => throw new NotSupportedException();
-        public override void ExitNestedPrompt() => throw new NotSupportedException();
-        public override void NotifyBeginApplication() { }
-        public override void NotifyEndApplication() { }
-        public override void SetShouldExit(int exitCode) { }
-    }
-
     public sealed class GatedHost : PSHost
     {
         private readonly GatedUI _ui = new GatedUI();

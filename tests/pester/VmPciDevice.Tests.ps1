@@ -5,6 +5,7 @@
 BeforeAll {
     Import-Module (Join-Path $env:GALLIUM_REPO 'tests/pester/TestHelpers.psm1') -Force
     Import-GalliumModule
+    if (-not ('Gallium.PesterSupport.AnsweringHost' -as [type])) { Add-Type -Path (Join-Path $PSScriptRoot 'AnsweringHost.cs') }
     $H = [Gallium.Pci.Testing.StandardHost]
     $suite = Initialize-VmSuite
     $script:libvirt = $suite.Libvirt
