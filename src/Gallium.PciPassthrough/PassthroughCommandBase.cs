@@ -27,6 +27,12 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     [ValidateNotNullOrEmpty]
     public IommuGroup[] IommuGroup { get; set; } = [];
 
+    /// <summary>The host the addresses were read on: a device from another session binds its Host here, so one read on another
+    /// host is refused (PciDeviceNotOnThisHost) instead of changing this host's device in that slot.</summary>
+    [Parameter(ParameterSetName = AddressSet, ValueFromPipelineByPropertyName = true)]
+    [Alias("Host")]
+    public PSObject? SourceHost { get; set; }
+
     /// <summary>Write the re-read devices of the group after the change.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
@@ -39,6 +45,14 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     protected virtual IAssignmentLookup Assignments => NoAssignments.Instance;
 
     private readonly HashSet<int> _groupsDone = [];
+    private DeviceInventory? _inventory;
+    private DeviceInventory Inventory => _inventory ??= NewInventory();
+
+    private bool IsOfThisHost(Action check)
+    {
+        try { check(); return true; }
+        catch (PciDeviceNotOnThisHostException e) { WriteError(e); return false; }
+    }
     private PassthroughPlanner? _planner;
     private PlanRunner? _runner;
 
@@ -86,15 +100,19 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     {
         switch (ParameterSetName)
         {
+            // An object names a device on a host: one read elsewhere (CliXml, remoting) is refused, not applied to this slot.
             case DeviceSet:
-                foreach (var d in InputObject) yield return d.Address;
+                foreach (var d in InputObject)
+                    if (IsOfThisHost(() => DeviceOrigin.Check(d, Inventory))) yield return d.Address;
                 break;
             case GroupSet:
                 foreach (var g in IommuGroup)
-                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member) yield return member.Address;
+                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member && IsOfThisHost(() => DeviceOrigin.Check(g, Inventory)))
+                        yield return member.Address;
                 break;
             default:
-                foreach (var a in ParseAddresses(Address)) yield return a;
+                foreach (var a in ParseAddresses(Address))
+                    if (IsOfThisHost(() => DeviceOrigin.Check(a, PciPassthrough.SourceHost.From(SourceHost), Inventory))) yield return a;
                 break;
         }
     }

@@ -12,6 +12,7 @@ public sealed class DeviceInventory
 
     private readonly ISysfs _sysfs;
     private readonly HostPaths _paths;
+    private readonly Lazy<HostId> _hostId;
 
     /// <param name="names">A shared pci.ids database (it parses once, on first use); by default one over the host's PciIdsPath.</param>
     public DeviceInventory(HostContext host, PciIds? names = null)
@@ -20,6 +21,7 @@ public sealed class DeviceInventory
         _sysfs = host.Sysfs;
         _paths = host.Paths;
         Names = names ?? new PciIds(host.PciIdsPath);
+        _hostId = new Lazy<HostId>(() => HostIdReader.Read(host));
     }
 
     /// <summary>The changes an interrupted Enable/Disable left unfinished (each one's endpoints show
@@ -31,6 +33,9 @@ public sealed class DeviceInventory
     }
 
     public PciIds Names { get; }
+
+    /// <summary>This host's identity, which every device read here carries (read once per inventory).</summary>
+    public HostId Host => _hostId.Value;
 
     /// <summary>The IOMMU is on when the kernel has at least one IOMMU group (libvirt's virHostHasIOMMU, REFERENCE §3.5).</summary>
     public bool IommuOn => _sysfs.List(GroupsDir).Count > 0;
@@ -90,6 +95,7 @@ public sealed class DeviceInventory
         // Unknown ids get lspci's stand-ins ("Device 0d57"), so names read as lspci shows them.
         VendorName = Names.VendorName(d.VendorId) ?? $"Vendor {d.VendorId:x4}",
         DeviceName = Names.DeviceName(d.VendorId, d.DeviceId) ?? $"Device {d.DeviceId:x4}",
+        Host = Host,
     };
 
     /// <summary>The IOMMU groups that hold PCI functions, sorted by number, each with its functions sorted by address.

@@ -50,10 +50,16 @@ public sealed record HostPaths(string ConfigDirectory, string UdevRulesDirectory
 {
     public static HostPaths Default { get; } = new("/etc/gallium", "/etc/udev/rules.d", "/run/gallium", "/usr/local/libexec/gallium");
 
+    /// <summary>machine-id(5): the host identity the output objects carry (<see cref="HostId"/>).</summary>
+    public string MachineIdFile { get; init; } = "/etc/machine-id";
+
     /// <summary>The same layout below another root (a test's temp directory, a guest's persistent disk).</summary>
     public static HostPaths Under(string root) => new(
         Path.Combine(root, "etc/gallium"), Path.Combine(root, "etc/udev/rules.d"),
-        Path.Combine(root, "run/gallium"), Path.Combine(root, "usr/local/libexec/gallium"));
+        Path.Combine(root, "run/gallium"), Path.Combine(root, "usr/local/libexec/gallium"))
+    {
+        MachineIdFile = Path.Combine(root, "etc/machine-id"),
+    };
 }
 
 public static class PciIdsLocator

@@ -23,6 +23,9 @@ public sealed record IommuGroup
 
     public IReadOnlyList<string> AssignedTo => Devices.SelectMany(d => d.AssignedTo).Distinct(StringComparer.Ordinal).ToArray();
 
+    /// <summary>The host the group was read on (its members').</summary>
+    public HostId? Host => Devices.Select(d => d.Host).FirstOrDefault(h => h is not null);
+
     public static bool IsViableMember(PciDevice d) =>
         d.IsBridge
             ? d.Driver is null or "pcieport" or "shpchp"

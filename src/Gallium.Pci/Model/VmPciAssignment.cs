@@ -40,6 +40,8 @@ public sealed record VmPciAssignment
     /// <summary>True when the window is too small for the devices: they will attach but fail to initialise in the guest
     /// (Repair-GalliumVmPciDevice fixes it).</summary>
     public bool MmioFixNeeded { get; init; }
+    /// <summary>The host whose libvirt holds the definition; null when it was read from another host's libvirt (-Uri).</summary>
+    public HostId? Host { get; init; }
 
     public override string ToString() => $"{Address} -> {VmName}{(GuestAddress is null ? "" : " @ " + GuestAddress)}";
 }

@@ -56,6 +56,7 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         if (VmName is null) { WriteObject(_assignments!, enumerateCollection: true); return; }
         foreach (string name in VmName)
         {
+            if (!ValidVmName(name)) continue;
             if (!WildcardPattern.ContainsWildcardCharacters(name) && !_vmNames!.Contains(name))
             {
                 WriteError(new VmNotFoundException(name, null));
@@ -74,6 +75,8 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         WriteVerbose($"libvirt: {domains.Count} domain(s) listed in one pass");
         _vmNames = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
         // Another host's VMs are listed as they are; their MMIO windows need that host's BARs, so they are left empty.
-        return AssignmentView.ReadAssignments(domains, NewInventory(), LibvirtUri.IsLocal(libvirt.Uri) ? ReadHostCpu : () => null);
+        bool local = LibvirtUri.IsLocal(libvirt.Uri);
+        var inventory = NewInventory();
+        return AssignmentView.ReadAssignments(domains, inventory, local ? ReadHostCpu : () => null, local ? inventory.Host : null);
     }
 }
