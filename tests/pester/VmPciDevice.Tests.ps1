@@ -386,6 +386,17 @@ Describe 'Checks that cannot be sidestepped: objects from another host, VM names
         ([xml](Get-VmXml $vm)).domain.devices.hostdev | Should -BeNullOrEmpty
     }
 
+    It 'a -VmName wildcard that does not parse is VmNamePatternInvalid (InvalidArgument) for <Command>, and the other names still run' -TestCases @(
+        @{ Command = 'Get-GalliumVmPciDevice'; With = @{} }, @{ Command = 'Repair-GalliumVmPciDevice'; With = @{ WhatIf = $true } }
+    ) {
+        $errs = $null
+        $out = & $Command -VmName "$vm[", $vm @With -ErrorAction SilentlyContinue -ErrorVariable errs
+        @($errs).Count | Should -Be 1
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'VmNamePatternInvalid,*'
+        "$($errs[0].CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+        "$($errs[0])" | Should -Match 'VmName'
+    }
+
     It 'a malformed -Uri is LibvirtUriInvalid, never "another host''s libvirt": <Uri>' -TestCases @(
         @{ Uri = 'qemu:///sys tem' }, @{ Uri = 'not a uri' }, @{ Uri = "qemu:///system`0" }, @{ Uri = 'system' }
     ) {

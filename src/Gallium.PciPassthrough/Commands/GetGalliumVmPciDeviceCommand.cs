@@ -62,7 +62,8 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
                 WriteError(new VmNotFoundException(name, null));
                 continue;
             }
-            var pattern = WildcardPattern.Get(name, WildcardOptions.None);
+            var pattern = Patterns.Compile(nameof(VmName), name, WriteError, WildcardOptions.None);
+            if (pattern is null) continue;
             var matches = _assignments!.Where(a => pattern.IsMatch(a.VmName)).ToArray();
             WriteObject(matches, enumerateCollection: true);
         }

@@ -47,8 +47,8 @@ public sealed class RepairGalliumVmPciDeviceCommand : VmChangeCommandBase
             WriteError(new VmNotFoundException(name, null));
             return [];
         }
-        var pattern = WildcardPattern.Get(name, WildcardOptions.None);
-        return domains.Where(d => pattern.IsMatch(d.Name)).Select(d => d.Name);
+        var pattern = Patterns.Compile(nameof(VmName), name, WriteError, WildcardOptions.None);
+        return pattern is null ? [] : domains.Where(d => pattern.IsMatch(d.Name)).Select(d => d.Name);
     }
 
     private void Repair(string name)
