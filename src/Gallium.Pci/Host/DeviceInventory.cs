@@ -11,6 +11,7 @@ public sealed class DeviceInventory
     private const string GroupsDir = "kernel/iommu_groups";
 
     private readonly ISysfs _sysfs;
+    private readonly CaveatReader _caveats;
 
     /// <param name="names">A shared pci.ids database (it parses once, on first use); by default one over the host's PciIdsPath.</param>
     public DeviceInventory(HostContext host, PciIds? names = null)
@@ -18,6 +19,7 @@ public sealed class DeviceInventory
         ArgumentNullException.ThrowIfNull(host);
         _sysfs = host.Sysfs;
         Names = names ?? new PciIds(host.PciIdsPath);
+        _caveats = new CaveatReader(host);
     }
 
     public PciIds Names { get; }
@@ -55,11 +57,12 @@ public sealed class DeviceInventory
         {
             if (device is not null) devices.Add(Named(device));
         }
-        return devices;
+        return _caveats.Annotate(devices, allFunctions: true);
     }
 
     /// <summary>One function; null when the host has no such function.</summary>
-    public PciDevice? Read(PciAddress address) => ReadDevice(address, address.ToString()) is { } d ? Named(d) : null;
+    public PciDevice? Read(PciAddress address) =>
+        ReadDevice(address, address.ToString()) is { } d ? _caveats.Annotate([Named(d)], allFunctions: false)[0] : null;
 
     /// <summary>Below this many functions a sequential read beats starting parallel workers.</summary>
     private const int ParallelThreshold = 48;
@@ -106,7 +109,7 @@ public sealed class DeviceInventory
         }
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
-        return MakeGroup(id, members);
+        return MakeGroup(id, [.. _caveats.Annotate(members, allFunctions: false)]);
     }
 
     private IommuGroup MakeGroup(int id, List<PciDevice> members) => new()
@@ -114,6 +117,7 @@ public sealed class DeviceInventory
         Id = id,
         Devices = members,
         Type = _sysfs.ReadText($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/type")?.Trim() is { Length: > 0 } t ? t : null,
+        Caveats = _caveats.ForGroup(members),
     };
 
     /// <summary>The function's sysfs facts, without names (<see cref="Named"/> adds them).</summary>

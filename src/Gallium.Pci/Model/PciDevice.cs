@@ -38,6 +38,9 @@ public sealed record PciDevice
     public PassthroughState PassthroughState { get; init; }
     /// <summary>Names of the VMs whose persistent definition holds this device (filled when libvirt is consulted).</summary>
     public IReadOnlyList<string> AssignedTo { get; init; } = [];
+    /// <summary>What makes passing this function through unsafe or unreliable: no reset, bus reset only, a firmware
+    /// framebuffer on a BAR, boot VGA, a chipset function (host-wide caveats are on the <see cref="IommuGroup"/>).</summary>
+    public IReadOnlyList<PassthroughCaveat> Caveats { get; init; } = [];
 
     /// <summary>Sum of the sizes of the 64-bit prefetchable BARs: the space the guest's 64-bit MMIO window must hold.</summary>
     public ulong Bar64Size => Bars.Where(b => b.Is64BitPrefetchable).Aggregate(0UL, (sum, b) => sum + b.Size);

@@ -62,6 +62,7 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
         }
         else
         {
+            WriteCaveats(new VmDeviceCaveats(_libvirt, NewInventory(), HostContext).ForAdd(change.VmName, change.Functions));  // issue 14
             if (!VmShouldProcess.Ask(this, change, "Add PCI device to VM")) return;
             new VmDeviceRunner(_libvirt).Run(change, WriteVerbose);
         }

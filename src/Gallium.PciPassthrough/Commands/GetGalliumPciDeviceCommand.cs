@@ -45,6 +45,11 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
     [Alias("Passthrough")]
     public PassthroughState[]? PassthroughState { get; set; }
 
+    /// <summary>Only functions on these NUMA nodes (a function whose node the kernel does not know matches none).</summary>
+    [Parameter]
+    [ValidateRange(0, int.MaxValue)]
+    public int[]? NumaNode { get; set; }
+
     private IReadOnlyList<PciDevice>? _devices;
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
@@ -84,6 +89,7 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
             if (Class is not null && !Class.Any(c => ClassFilter.Matches(c, device))) continue;
             if (Driver is not null && !Driver.Any(d => WildcardPattern.Get(d, WildcardOptions.IgnoreCase).IsMatch(device.Driver ?? ""))) continue;
             if (PassthroughState is not null && !PassthroughState.Contains(device.PassthroughState)) continue;
+            if (NumaNode is not null && (device.NumaNode is not int node || !NumaNode.Contains(node))) continue;
             WriteObject(device);
         }
     }

@@ -74,6 +74,8 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         WriteVerbose($"libvirt: {domains.Count} domain(s) listed in one pass");
         _vmNames = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
         // Another host's VMs are listed as they are; their MMIO windows need that host's BARs, so they are left empty.
-        return AssignmentView.ReadAssignments(domains, NewInventory(), LibvirtUri.IsLocal(libvirt.Uri) ? ReadHostCpu : () => null);
+        bool local = LibvirtUri.IsLocal(libvirt.Uri);
+        var assignments = AssignmentView.ReadAssignments(domains, NewInventory(), local ? ReadHostCpu : () => null);
+        return local ? VmDeviceCaveats.WithNumaNodes(assignments, domains, HostContext) : assignments;  // issue 14: NUMA nodes
     }
 }
