@@ -12,11 +12,16 @@ public sealed class CaveatReader
 
     private readonly HostContext _host;
     private readonly Lazy<HostIsolation> _isolation;
+    private readonly Lazy<PciAddress[]> _functions;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, HashSet<PciAddress>> _groupMembers = new();
 
     public CaveatReader(HostContext host)
     {
         _host = host ?? throw new ArgumentNullException(nameof(host));
         _isolation = new Lazy<HostIsolation>(() => HostIsolation.Read(_host));
+        // Read at most once per reader, and only when a bus-reset-only device asks who shares its bus.
+        _functions = new Lazy<PciAddress[]>(() => _host.Sysfs.List(DevicesDir)
+            .Select(n => PciAddress.TryParse(n, out var x) ? x : (PciAddress?)null).OfType<PciAddress>().Order().ToArray());
     }
 
     /// <summary>The host-wide facts (read on first use, then kept for this reader's life).</summary>
@@ -34,7 +39,7 @@ public sealed class CaveatReader
         ArgumentNullException.ThrowIfNull(devices);
         if (devices.Count == 0) return devices;
         var iomem = new Lazy<IoMem>(() => IoMem.Read(_host.Procfs), LazyThreadSafetyMode.None);
-        var bus = allFunctions ? new BusIndex(devices) : new BusIndex(_host.Sysfs);
+        var bus = allFunctions ? new BusIndex(devices) : new BusIndex(this);
         var result = new PciDevice[devices.Count];
         for (int i = 0; i < devices.Count; i++) result[i] = devices[i] with { Caveats = For(devices[i], iomem, bus) };
         return result;
@@ -114,7 +119,7 @@ public sealed class CaveatReader
         }
         if (!d.ResetMethods.All(m => m is "bus" or "cxl_bus")) return null;
         var shared = bus.SiblingsOf(d.Address);
-        var outside = shared.Where(s => bus.GroupOf(s) != d.IommuGroup).ToArray();
+        var outside = shared.Where(s => !bus.SameGroup(s, d.IommuGroup)).ToArray();
         string busName = string.Create(CultureInfo.InvariantCulture, $"{d.Address.Domain:x4}:{d.Address.Bus:x2}");
         string reason = shared.Count == 0
             ? $"Its only reset is a secondary bus reset of bus {busName} ({string.Join(" ", d.ResetMethods)}): slower than FLR, and some devices (many GPUs) do not come back from it cleanly."
@@ -130,13 +135,18 @@ public sealed class CaveatReader
         };
     }
 
-    /// <summary>Which functions share a bus, and their groups: from the full list when the caller has it, else from sysfs.</summary>
+    /// <summary>The members of a group (its devices directory, listed once per reader).</summary>
+    private HashSet<PciAddress> GroupMembers(int id) => _groupMembers.GetOrAdd(id, g => _host.Sysfs
+        .List($"kernel/iommu_groups/{g.ToString(CultureInfo.InvariantCulture)}/devices")
+        .Select(n => PciAddress.TryParse(n, out var x) ? x : (PciAddress?)null).OfType<PciAddress>().ToHashSet());
+
+    /// <summary>Which functions share a bus, and whether they share the device's group: from the full list when the caller has
+    /// it, else from the bus/pci/devices and group listings (never a second read of a function's own attributes).</summary>
     private sealed class BusIndex
     {
-        private readonly ISysfs? _sysfs;
+        private readonly CaveatReader? _reader;
         private readonly Dictionary<(uint, byte), List<PciAddress>>? _byBus;
         private readonly Dictionary<PciAddress, int?>? _groups;
-        private List<PciAddress>? _all;
 
         public BusIndex(IReadOnlyList<PciDevice> all)
         {
@@ -144,23 +154,17 @@ public sealed class CaveatReader
             _groups = all.ToDictionary(d => d.Address, d => d.IommuGroup);
         }
 
-        public BusIndex(ISysfs sysfs) => _sysfs = sysfs;
+        public BusIndex(CaveatReader reader) => _reader = reader;
 
         public IReadOnlyList<PciAddress> SiblingsOf(PciAddress a)
         {
-            IEnumerable<PciAddress> onBus;
-            if (_byBus is not null) onBus = _byBus.TryGetValue((a.Domain, a.Bus), out var list) ? list : [];
-            else
-            {
-                _all ??= _sysfs!.List(DevicesDir).Select(n => PciAddress.TryParse(n, out var x) ? x : (PciAddress?)null).OfType<PciAddress>().ToList();
-                onBus = _all.Where(x => x.Domain == a.Domain && x.Bus == a.Bus);
-            }
+            IEnumerable<PciAddress> onBus = _byBus is not null
+                ? _byBus.TryGetValue((a.Domain, a.Bus), out var list) ? list : []
+                : _reader!._functions.Value.Where(x => x.Domain == a.Domain && x.Bus == a.Bus);
             return onBus.Where(x => x != a).Order().ToArray();
         }
 
-        public int? GroupOf(PciAddress a) =>
-            _groups is not null
-                ? _groups.GetValueOrDefault(a)
-                : SysfsFormat.ParseIommuGroupLink(_sysfs!.ReadLink($"{DevicesDir}/{a}/iommu_group"));
+        public bool SameGroup(PciAddress sibling, int? group) =>
+            group is int g && (_groups is not null ? _groups.GetValueOrDefault(sibling) == g : _reader!.GroupMembers(g).Contains(sibling));
     }
 }

@@ -100,16 +100,18 @@ public sealed class DeviceInventory
         ArgumentNullException.ThrowIfNull(alreadyRead);
         if (id < 0) return null;
         var members = new List<PciDevice>();
+        var read = new List<PciDevice>();
         foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
         {
             // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
             if (!PciAddress.TryParse(name, out var address)) continue;
             if (alreadyRead.FirstOrDefault(d => d.Address == address && d.IommuGroup == id) is { } known) members.Add(known);
-            else if (ReadDevice(address, name) is { } device) members.Add(Named(device));
+            else if (ReadDevice(address, name) is { } device) read.Add(Named(device));
         }
+        members.AddRange(_caveats.Annotate(read, allFunctions: false));  // those already read carry their caveats
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
-        return MakeGroup(id, [.. _caveats.Annotate(members, allFunctions: false)]);
+        return MakeGroup(id, members);
     }
 
     private IommuGroup MakeGroup(int id, List<PciDevice> members) => new()

@@ -48,7 +48,7 @@ public abstract record PassthroughCaveat
     public string? Security { get; init; }
 
     /// <summary>"0000:01:00.0: reason" (or the reason alone for a host-wide caveat): the text of the warning.</summary>
-    public override string ToString() => Address is { } a ? $"{a}: {Reason}" : Reason;
+    public sealed override string ToString() => Address is { } a ? $"{a}: {Reason}" : Reason;
 }
 
 public sealed record NoResetCaveat : PassthroughCaveat
