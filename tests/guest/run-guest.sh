@@ -3,7 +3,7 @@
 # with this machine's userland as its root (read-only 9p + tmpfs overlay, REFERENCE §1). The guest's /sys is a real
 # kernel's, so tests may bind devices to vfio-pci there without touching this machine's devices (REFERENCE §7).
 #
-# Usage: run-guest.sh [--no-iommu] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
+# Usage: run-guest.sh [--no-iommu] [--vga] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
 #                     [--persist-disk FILE] [--verbose] -- COMMAND [ARG]...
 #   --no-iommu     boot with intel_iommu=off: the firmware still has VT-d (DMAR table), the kernel turned it off, so the
 #                  guest has no IOMMU groups and the remedy is on the kernel command line
