@@ -50,6 +50,18 @@ Describe 'Caveats in the group view (simulated host)' {
         (Get-GalliumPciDevice -Address $H::OnboardVga).Caveats.Kind | Should -Be 'BootVga'
         $g.Caveats | Format-Table | Out-String -Width 200 | Should -Match '\(host\)'
     }
+
+    It 'caveats cross a process boundary as typed objects (Export-Clixml / Import-Clixml rehydrates the group)' {
+        $path = Join-Path $TestDrive 'group.xml'
+        Get-GalliumIommuGroup -Id $kernel.GroupOf($H::Gpu) | Export-Clixml -Path $path
+        $copy = Import-Clixml -Path $path
+        $copy | Should -BeOfType ([Gallium.Pci.IommuGroup])
+        @($copy.Caveats | ForEach-Object { "$($_.Kind)" }) | Should -Be @('BusResetOnly', 'BusResetOnly', 'AcsOverride')
+        $copy.Caveats[0] | Should -BeOfType ([Gallium.Pci.BusResetOnlyCaveat])
+        "$($copy.Caveats[0].SharedWith)" | Should -Be $H::GpuAudio
+        $copy.Caveats[2].Parameter | Should -Be 'pcie_acs_override=downstream,multifunction'
+        $copy.Devices[0].Caveats[0] | Should -BeOfType ([Gallium.Pci.BusResetOnlyCaveat])
+    }
 }
 
 Describe 'Enable warns once per caveat, also under -WhatIf, and refuses what breaks the host (simulated host)' {
