@@ -41,6 +41,9 @@ public sealed record PciDevice
     /// <summary>What makes passing this function through unsafe or unreliable: no reset, bus reset only, a firmware
     /// framebuffer on a BAR, boot VGA, a chipset function (host-wide caveats are on the <see cref="IommuGroup"/>).</summary>
     public IReadOnlyList<PassthroughCaveat> Caveats { get; init; } = [];
+    /// <summary>What is wrong with the device's passthrough state and the command that repairs it (one sentence); null
+    /// when nothing is (see <see cref="Pci.PassthroughState"/>).</summary>
+    public string? Problem { get; init; }
 
     /// <summary>Sum of the sizes of the 64-bit prefetchable BARs: the space the guest's 64-bit MMIO window must hold.</summary>
     public ulong Bar64Size => Bars.Where(b => b.Is64BitPrefetchable).Aggregate(0UL, (sum, b) => sum + b.Size);
