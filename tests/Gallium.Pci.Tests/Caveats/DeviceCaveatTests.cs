@@ -4,29 +4,9 @@ using Gallium.Pci.Testing;
 namespace Gallium.Pci.Tests.Caveats;
 
 /// <summary>The caveats the inventory attaches to devices and groups, on simulated hosts built for each one.</summary>
-public sealed class DeviceCaveatTests : IDisposable
+public sealed class DeviceCaveatTests : SimulatedHostsTest
 {
     private const long MiB = 1024 * 1024, GiB = 1024 * MiB;
-    private readonly List<SimulatedKernel> _kernels = [];
-
-    public void Dispose()
-    {
-        foreach (var k in _kernels) k.DeleteTree();
-    }
-
-    private SimulatedKernel Build(HostTopology t)
-    {
-        var k = t.Build(SimulatedHosts.CreateTempRoot());
-        _kernels.Add(k);
-        return k;
-    }
-
-    private SimulatedKernel Standard(Action<HostTopology>? extend = null)
-    {
-        var t = SimulatedHosts.StandardTopology(new HostOptions());
-        extend?.Invoke(t);
-        return Build(t);
-    }
 
     private static DeviceInventory Inventory(SimulatedKernel k) => new(k.CreateContext());
     private static PciDevice Device(SimulatedKernel k, string bdf) => Inventory(k).Read(PciAddress.Parse(bdf))!;

@@ -4,15 +4,8 @@ using Gallium.Pci.Testing;
 namespace Gallium.Pci.Tests.Caveats;
 
 /// <summary>NUMA placement of a device against a VM's vCPU pinning and numatune (kubevirt#13926, OpenNebula#7408).</summary>
-public sealed class NumaPlacementTests : IDisposable
+public sealed class NumaPlacementTests : SimulatedHostsTest
 {
-    private readonly List<SimulatedKernel> _kernels = [];
-
-    public void Dispose()
-    {
-        foreach (var k in _kernels) k.DeleteTree();
-    }
-
     private static readonly NumaTopology TwoNodes = NumaTopology.FromNodes(new Dictionary<int, IReadOnlyList<int>>
     {
         [0] = [0, 1, 2, 3], [1] = [4, 5, 6, 7],
@@ -38,8 +31,7 @@ public sealed class NumaPlacementTests : IDisposable
     [Fact]
     public void The_host_topology_is_read_from_sys_devices_system_node()
     {
-        var k = HostTopology.Create().NumaNodes("0-3", "4-7").Build(SimulatedHosts.CreateTempRoot());
-        _kernels.Add(k);
+        var k = Build(HostTopology.Create().NumaNodes("0-3", "4-7"));
         var numa = NumaTopology.Read(k);
         Assert.Equal([0, 1], numa.Nodes);
         Assert.Equal(1, numa.NodeOfCpu(5));

@@ -5,23 +5,9 @@ namespace Gallium.Pci.Tests.Caveats;
 
 /// <summary>Test-GalliumPciPassthrough's three answers (not ready, ready but unsafe, ready) for interrupt remapping with
 /// allow_unsafe_interrupts and for the ACS override (REFERENCE §8.4), on simulated hosts.</summary>
-public sealed class ReadinessRiskTests : IDisposable
+public sealed class ReadinessRiskTests : SimulatedHostsTest
 {
-    private readonly List<SimulatedKernel> _kernels = [];
-
-    public void Dispose()
-    {
-        foreach (var k in _kernels) k.DeleteTree();
-    }
-
-    private PassthroughReadiness Probe(Action<HostTopology> extend)
-    {
-        var t = SimulatedHosts.StandardTopology(new HostOptions());
-        extend(t);
-        var k = t.Build(SimulatedHosts.CreateTempRoot());
-        _kernels.Add(k);
-        return new ReadinessProbe(k.CreateContext()).Probe();
-    }
+    private PassthroughReadiness Probe(Action<HostTopology> extend) => new ReadinessProbe(Standard(extend).CreateContext()).Probe();
 
     [Fact]
     public void Remapping_on_is_ready_whatever_allow_unsafe_interrupts_says()
