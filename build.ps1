@@ -114,7 +114,7 @@ function Invoke-Test {
 
     $pwsh = @('dotnet', 'pwsh', '-NoProfile', '-NonInteractive', '-File', (Join-Path $Root 'tests/pester/Invoke-GalliumPester.ps1'),
         '-ModulePath', $ModuleOut, '-Configuration', $Configuration)
-    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel,RealKernelNoIommu'))
+    $totals['Pester'] = Invoke-PesterSuite 'Pester (this host: simulated kernel, real libvirtd)' ($pwsh + @('-ExcludeTag', 'RealKernel,RealKernelNoIommu,RealKernelVga'))
 
     if ($SkipGuest) {
         Write-Host "`nThe QEMU suites were skipped (-SkipGuest): the RealKernel tests and the large-BAR boot proof did not run."
@@ -123,6 +123,9 @@ function Invoke-Test {
         $totals['Guest'] = Invoke-PesterSuite 'Pester RealKernel (inside the QEMU guest: Debian kernel, vIOMMU)' $guest
         $noIommu = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--no-iommu', '--timeout', '600', '--') + $pwsh + @('-Tag', 'RealKernelNoIommu')
         $totals['NoIommu'] = Invoke-PesterSuite 'Pester RealKernelNoIommu (inside the QEMU guest booted with intel_iommu=off)' $noIommu
+        # Issue 14's framebuffer proof: a VGA display whose BAR the kernel's vesafb holds (the guest booted with vga=).
+        $vga = @('bash', (Join-Path $Root 'tests/guest/run-guest.sh'), '--vga', '--timeout', '900', '--') + $pwsh + @('-Tag', 'RealKernelVga')
+        $totals['Vga'] = Invoke-PesterSuite 'Pester RealKernelVga (inside the QEMU guest with a VGA display and a firmware framebuffer)' $vga
         # Issue 7's proof of persistence: three guest boots against one disk (Enable survives a reboot, Disable too).
         $totals['Reboot'] = Invoke-PesterSuite 'Reboot persistence (three guest boots, one disk)' @('bash', (Join-Path $Root 'tests/guest/reboot-test.sh'), '--module', $ModuleOut)
         # Issue 11's proofs: SIGKILL after each kernel write and Ctrl+C mid-change, then a power cut and two reboots.

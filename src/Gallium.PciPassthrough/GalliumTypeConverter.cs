@@ -25,7 +25,21 @@ public sealed class GalliumTypeConverter : PSTypeConverter
     public override object ConvertTo(object sourceValue, Type destinationType, IFormatProvider formatProvider, bool ignoreCase) =>
         throw new NotSupportedException();
 
-    private static bool Rehydratable(Type t) => t == typeof(IommuGroup) || t == typeof(PciDevice) || t == typeof(PciBar) || t == typeof(HostId);
+    private static bool Rehydratable(Type t) =>
+        t == typeof(IommuGroup) || t == typeof(PciDevice) || t == typeof(PciBar) || t == typeof(HostId) || typeof(PassthroughCaveat).IsAssignableFrom(t);
+
+    /// <summary>The concrete record a deserialized caveat was (its first type name, without "Deserialized."): the list
+    /// holds the abstract base.</summary>
+    private static Type? Concrete(PSObject source, Type declared)
+    {
+        if (!declared.IsAbstract) return declared;
+        foreach (string name in source.TypeNames)
+        {
+            var t = declared.Assembly.GetType(name.StartsWith("Deserialized.", StringComparison.Ordinal) ? name["Deserialized.".Length..] : name);
+            if (t is { IsAbstract: false } && declared.IsAssignableFrom(t)) return t;
+        }
+        return null;
+    }
 
     // Properties are read by name; one that did not survive (serialisation depth) keeps its default.
     private static object? Rehydrate(PSObject source, Type type)
@@ -60,7 +74,9 @@ public sealed class GalliumTypeConverter : PSTypeConverter
         object value = raw is PSObject p && p.BaseObject is not PSCustomObject ? p.BaseObject : raw;
         if (underlying == typeof(PciAddress)) return PciAddress.Parse(value.ToString());
         if (underlying.IsEnum) return Enum.Parse(underlying, value.ToString()!, ignoreCase: true);
-        if (Rehydratable(underlying)) return value is PSObject pso ? Rehydrate(pso, underlying) : underlying.IsInstanceOfType(value) ? value : null;
+        if (Rehydratable(underlying))
+            return value is PSObject pso ? Concrete(pso, underlying) is { } concrete ? Rehydrate(pso, concrete) : null
+                : underlying.IsInstanceOfType(value) ? value : null;
         if (underlying.IsGenericType && underlying.GetGenericTypeDefinition() == typeof(IReadOnlyList<>) && value is IEnumerable items and not string)
         {
             var element = underlying.GetGenericArguments()[0];

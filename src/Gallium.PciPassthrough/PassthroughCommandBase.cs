@@ -133,6 +133,7 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
             if (PassThru) WriteGroup(group);
             return;
         }
+        if (plan.Direction == PassthroughDirection.Enable) WriteCaveats(plan.IommuGroup.Caveats);  // issue 14: before -WhatIf/-Confirm
         if (!ShouldProcessGroup(plan)) return;
         _runner ??= new PlanRunner(HostContext);
         int total = plan.Steps.Count, done = 0;

@@ -3,7 +3,7 @@
 # with this machine's userland as its root (read-only 9p + tmpfs overlay, REFERENCE §1). The guest's /sys is a real
 # kernel's, so tests may bind devices to vfio-pci there without touching this machine's devices (REFERENCE §7).
 #
-# Usage: run-guest.sh [--no-iommu] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
+# Usage: run-guest.sh [--no-iommu] [--vga] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
 #                     [--persist-disk FILE] [--verbose] -- COMMAND [ARG]...
 #   --no-iommu     boot with intel_iommu=off: the firmware still has VT-d (DMAR table), the kernel turned it off, so the
 #                  guest has no IOMMU groups and the remedy is on the kernel command line
@@ -17,6 +17,9 @@
 #                  GALLIUM_STATE_ROOT=/persist/gallium, and /etc/libvirt/qemu, /var/lib/libvirt, /var/cache/libvirt bound
 #                  from it; before COMMAND, init runs /persist/gallium/usr/local/libexec/gallium/gallium-vfio-apply --all
 #                  when it exists (the boot unit's job; log in /run/gallium-boot-apply.log)
+#   --vga          add a VGA display (QEMU stdvga at 00:10.0, BAR 0 = its 16 MiB framebuffer) and boot with vga=0x317:
+#                  the kernel sets a VESA mode and its vesafb firmware framebuffer holds BAR 0 (a line in /proc/iomem).
+#                  The extra function on bus 0 shifts the group numbers of the functions after it (look them up)
 #   --verbose      kernel messages on the console, guest timing lines, host wall time on stderr
 # Exit code: COMMAND's exit code; 124 on timeout; 125 if the guest died before reporting (or could not cd/start).
 # Environment in the guest: PATH (the caller's, plus the sbin dirs), HOME=/root, DOTNET_CLI_HOME=/root,
@@ -50,7 +53,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 work="$here/work"
 
-iommu=1 timeout_s=900 mem=2048 cwd="$repo" share="" keep_share=0 verbose=0 load=() persist=""
+iommu=1 timeout_s=900 mem=2048 cwd="$repo" share="" keep_share=0 verbose=0 load=() persist="" vga=0
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
         --load) load+=("${2:?}"); shift ;;
         --share) share="${2:?}"; keep_share=1; shift ;;
         --persist-disk) persist="${2:?}"; shift ;;
+        --vga) vga=1 ;;
         --verbose) verbose=1 ;;
         --) shift; break ;;
         -h|--help) usage ;;
@@ -145,6 +149,12 @@ else
     append="$append intel_iommu=off"
 fi
 [ "$verbose" = 1 ] || append="$append quiet"
+vga_args=()
+if [ "$vga" = 1 ]; then
+    # QEMU hands vga= to the kernel's real-mode setup, which sets the VESA mode through SeaBIOS's VGA BIOS.
+    vga_args=(-device VGA,bus=pcie.0,addr=0x10)
+    append="$append vga=0x317"
+fi
 
 # Fixed addresses everywhere so BDFs and group numbers never shift (REFERENCE §7.2); see the table above.
 topology=(
@@ -172,7 +182,7 @@ topology=(
 
 qemu=(qemu-system-x86_64 -accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m "$mem"
       -nographic -no-reboot -nodefaults -serial stdio
-      "${iommu_args[@]}" "${topology[@]}" "${persist_args[@]}"
+      "${iommu_args[@]}" "${topology[@]}" "${vga_args[@]}" "${persist_args[@]}"
       -kernel "$vmlinuz" -initrd "$initrd" -append "$append")
 
 start=$(date +%s.%N)

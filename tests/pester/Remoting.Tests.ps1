@@ -310,7 +310,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
             $d.Driver | Should -Not -BeNullOrEmpty
         }
         $lines = Get-TableLines $gpuGroup
-        $lines[0] | Should -Match '^\s*Id\s+Viable\s+Devices\s+PSComputerName$'
+        $lines[0] | Should -Match '^\s*Id\s+Viable\s+Devices\s+Caveats\s+PSComputerName$'
         ($lines -match "$([regex]::Escape($sim.Gpu)) .+ \[nvidia\]").Count | Should -Be 1
         ($lines -match "$([regex]::Escape($sim.GpuAudio)) .+ \[snd_hda_intel\]").Count | Should -Be 1
     }
@@ -444,7 +444,7 @@ Describe 'Export-Clixml / Import-Clixml keeps every output type' -Tag Remoting {
             $copy | Should -BeOfType ([Gallium.Pci.IommuGroup])
             Assert-SameProperties $live $copy "IOMMU group $($live.Id)"
             for ($i = 0; $i -lt $live.Devices.Count; $i++) { Assert-SameProperties $live.Devices[$i] @($copy.Devices)[$i] "member $i of group $($live.Id)" }
-            (Get-TableLines $copy)[0] | Should -Match '^\s*Id\s+Viable\s+Devices$'
+            (Get-TableLines $copy)[0] | Should -Match '^\s*Id\s+Viable\s+Devices\s+Caveats$'
         }
     }
 
@@ -536,7 +536,7 @@ Describe 'libvirt over qemu+ssh://root@localhost (the -Uri the VM cmdlets take)'
         It 'the deserialized assignment renders locally with the module''s table view' {
             $rows = @(Get-TableRows $remoteAssignment)
             $rows.Count | Should -Be 1
-            $rows[0].Keys -join ' ' | Should -Be 'VmName VmState Address GuestAddress Managed MmioWindow MmioNeeded FixNeeded PSComputerName'
+            $rows[0].Keys -join ' ' | Should -Be 'VmName VmState Address GuestAddress Managed MmioWindow MmioNeeded FixNeeded Node VmNodes PSComputerName'
             $rows[0].VmName.Text | Should -Be $vmName
             $rows[0].VmState.Text | Should -Be 'ShutOff'
             $rows[0].Address.Text | Should -Be '0000:ee:00.0'

@@ -19,9 +19,12 @@ $script:Built = [System.Collections.Generic.List[object]]::new()
 function New-SimulatedHost {
     param(
         [ValidateSet('Standard', 'IommuOff', 'FirmwareOff', 'Amd')] [string] $Kind = 'Standard',
+        # A host described with [Gallium.Pci.Testing.HostTopology] (e.g. the standard one extended): built instead of -Kind.
+        [Gallium.Pci.Testing.HostTopology] $Topology,
         [switch] $NotRoot
     )
-    $kernel = [Gallium.Pci.Testing.SimulatedHosts]::$Kind([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
+    $root = [Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot()
+    $kernel = if ($Topology) { $Topology.Build($root) } else { [Gallium.Pci.Testing.SimulatedHosts]::$Kind($root) }
     $script:Built.Add($kernel)
     $global:GalliumHostContext = $kernel.CreateContext(-not $NotRoot)
     $kernel

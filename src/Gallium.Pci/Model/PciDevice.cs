@@ -38,6 +38,9 @@ public sealed record PciDevice
     public PassthroughState PassthroughState { get; init; }
     /// <summary>Names of the VMs whose persistent definition holds this device (filled when libvirt is consulted).</summary>
     public IReadOnlyList<string> AssignedTo { get; init; } = [];
+    /// <summary>What makes passing this function through unsafe or unreliable: no reset, bus reset only, a firmware
+    /// framebuffer on a BAR, boot VGA, a chipset function (host-wide caveats are on the <see cref="IommuGroup"/>).</summary>
+    public IReadOnlyList<PassthroughCaveat> Caveats { get; init; } = [];
     /// <summary>What is wrong with the device's passthrough state and the command that repairs it (one sentence); null
     /// when nothing is (see <see cref="Pci.PassthroughState"/>).</summary>
     public string? Problem { get; init; }

@@ -79,7 +79,12 @@ public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
         {
             ForEachVm(Requests, r =>
             {
-                var done = Change(new VmDeviceRequest(VmDeviceAction.Add, r.VmName, r.Addresses), c => VmShouldProcess.Ask(this, c, Action));
+                var done = Change(new VmDeviceRequest(VmDeviceAction.Add, r.VmName, r.Addresses), c =>
+                {
+                    // One warning per caveat of the groups added (and per function on the wrong NUMA node), before -WhatIf/-Confirm (issue 14).
+                    WriteCaveats(new VmDeviceCaveats(Libvirt, NewInventory(), HostContext).ForAdd(c.VmName, c.Functions));
+                    return VmShouldProcess.Ask(this, c, Action);
+                });
                 if (!PassThru || done is null) return;
                 var functions = done.Functions.ToHashSet();
                 var inventory = NewInventory();

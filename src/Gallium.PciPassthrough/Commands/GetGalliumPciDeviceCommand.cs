@@ -45,6 +45,11 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
     [Alias("Passthrough")]
     public PassthroughState[]? PassthroughState { get; set; }
 
+    /// <summary>Only functions on these NUMA nodes (a function whose node the kernel does not know matches none).</summary>
+    [Parameter]
+    [ValidateRange(0, int.MaxValue)]
+    public int[]? NumaNode { get; set; }
+
     private IReadOnlyList<PciDevice>? _devices;
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
@@ -99,6 +104,7 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
             if (_classes is not null && !_classes.Any(c => c.Matches(device))) continue;
             if (_drivers is not null && !_drivers.Any(d => d.IsMatch(device.Driver ?? ""))) continue;
             if (PassthroughState is not null && !PassthroughState.Contains(device.PassthroughState)) continue;
+            if (NumaNode is not null && (device.NumaNode is not int node || !NumaNode.Contains(node))) continue;
             WriteObject(device);
         }
     }

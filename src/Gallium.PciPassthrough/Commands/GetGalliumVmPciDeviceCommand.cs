@@ -78,6 +78,7 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         // Another host's VMs are listed as they are; their MMIO windows need that host's BARs, so they are left empty.
         bool local = LibvirtUri.IsLocal(libvirt.Uri);
         var inventory = NewInventory();
-        return AssignmentView.ReadAssignments(domains, inventory, local ? ReadHostCpu : () => null, local ? inventory.Host : null);
+        var assignments = AssignmentView.ReadAssignments(domains, inventory, local ? ReadHostCpu : () => null, local ? inventory.Host : null);
+        return local ? VmDeviceCaveats.WithNumaNodes(assignments, domains, HostContext) : assignments;  // NUMA nodes (issue 14)
     }
 }
