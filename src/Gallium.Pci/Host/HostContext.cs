@@ -13,6 +13,8 @@ public sealed record HostContext
     public string? PciIdsPath { get; init; }
     /// <summary>Where the persisted passthrough records, the boot-time apply script and the host lock live.</summary>
     public HostPaths Paths { get; init; } = HostPaths.Default;
+    /// <summary>The initramfs generator (initramfs-tools or dracut): lists images and regenerates them (REFERENCE §8.2).</summary>
+    public IInitramfsTool Initramfs { get; init; } = new SystemInitramfsTool();
     /// <summary>How long a single kernel write that may block (unbind) is given before it is reported as ETIMEDOUT.</summary>
     public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
