@@ -11,12 +11,14 @@ public sealed class DeviceInventory
     private const string GroupsDir = "kernel/iommu_groups";
 
     private readonly ISysfs _sysfs;
+    private readonly PassthroughPersistence _persistence;
 
     /// <param name="names">A shared pci.ids database (it parses once, on first use); by default one over the host's PciIdsPath.</param>
     public DeviceInventory(HostContext host, PciIds? names = null)
     {
         ArgumentNullException.ThrowIfNull(host);
         _sysfs = host.Sysfs;
+        _persistence = new PassthroughPersistence(host.Paths);
         Names = names ?? new PciIds(host.PciIdsPath);
     }
 
@@ -66,6 +68,7 @@ public sealed class DeviceInventory
 
     private PciDevice Named(PciDevice d) => d with
     {
+        PersistedBy = _persistence.PersistedBy(d.Address),
         ClassName = Names.ClassName(d.ClassCode) ?? $"Class {d.ClassCode >> 8:x4}",
         BaseClassName = Names.BaseClassName(SysfsFormat.BaseClass(d.ClassCode)) ?? $"Class {SysfsFormat.BaseClass(d.ClassCode):x2}",
         // Unknown ids get lspci's stand-ins ("Device 0d57"), so names read as lspci shows them.

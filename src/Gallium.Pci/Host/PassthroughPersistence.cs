@@ -44,6 +44,13 @@ public sealed class PassthroughPersistence
     /// <summary>The driver driverctl persists for the device; null when driverctl has no record of it.</summary>
     public string? DriverctlDriver(PciAddress address) => ReadFile(DriverctlRecordPath(address))?.Trim() is { Length: > 0 } d ? d : null;
 
+    /// <summary>Which tool persists the device for vfio-pci: Gallium's record first (Enable never writes one for a device
+    /// driverctl owns), then driverctl's.</summary>
+    public BindingPersistence PersistedBy(PciAddress address) =>
+        ReadFile(RecordPath(address)) == RecordContent ? BindingPersistence.Gallium
+        : DriverctlDriver(address) == DriverBinder.VfioPci ? BindingPersistence.Driverctl
+        : BindingPersistence.None;
+
     /// <summary>The udev rule for one device, on hot-add and at boot (udev replays "add" for every device). PROGRAM runs
     /// and ATTR is written while the rules are applied; RUN programs (80-drivers.rules' kmod load among them) run only
     /// after every rule of the event was processed (REFERENCE §8.1). So the override is set before the host driver's

@@ -2,6 +2,7 @@ using System.Management.Automation;
 using Gallium.Pci;
 using Gallium.Pci.Libvirt;
 using Gallium.Pci.Assignments;
+using Gallium.Pci.Passthrough;
 using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough.Commands;
@@ -52,6 +53,8 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
 
     private void Add(PciAddress address)
     {
+        // Issue 13: a device persisted for vfio-pci but found on a host driver is refused with the repair, before libvirt.
+        BindingDrift.ThrowIfDrifted(NewInventory(), address);
         _libvirt ??= OpenLibvirt();
         var planner = new VmDevicePlanner(_libvirt, NewInventory(), RequireHostCpu);
         var change = planner.PlanAdd(VmName, address);
