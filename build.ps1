@@ -125,6 +125,8 @@ function Invoke-Test {
         $totals['NoIommu'] = Invoke-PesterSuite 'Pester RealKernelNoIommu (inside the QEMU guest booted with intel_iommu=off)' $noIommu
         # Issue 7's proof of persistence: three guest boots against one disk (Enable survives a reboot, Disable too).
         $totals['Reboot'] = Invoke-PesterSuite 'Reboot persistence (three guest boots, one disk)' @('bash', (Join-Path $Root 'tests/guest/reboot-test.sh'), '--module', $ModuleOut)
+        # Issue 13's proof: real udev coldplug and a real initramfs-tools stage never let e1000e probe an enabled device.
+        $totals['BootBind'] = Invoke-PesterSuite 'Boot-time binding (four guest boots: udev coldplug, initramfs stage)' @('bash', (Join-Path $Root 'tests/guest/boot-binding-test.sh'), '--module', $ModuleOut)
         # Issue 6's proof: the same large BAR unassigned without the fix and assigned with it, booted under OVMF by libvirt.
         $totals['LargeBar'] = Invoke-PesterSuite 'Large-BAR boot proof (OVMF guests under a real libvirtd)' @('bash', (Join-Path $Root 'tests/mmio/boot-proof.sh'))
     }
