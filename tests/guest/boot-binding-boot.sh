@@ -102,6 +102,10 @@ case $boot in
         check "the image holds no Gallium record" bash -c "! lsinitramfs $image | grep -q '^etc/gallium/pci.d/.'" ;;
 esac
 
+# Disable asks libvirt whether a VM holds the group (boots 2 and 3 disable).
+if [ "$boot" = 2 ] || [ "$boot" = 3 ]; then
+    bash "$here/../libvirt/start-libvirtd.sh" >/dev/null || { echo "FAIL [boot $boot] libvirtd starts in the guest"; failed=$((failed + 1)); }
+fi
 dotnet pwsh -NoProfile -NonInteractive -File "$here/BootBinding-Steps.ps1" -Boot "$boot" -ModulePath "$module" -Image "$image"
 [ $? -eq 0 ] || failed=$((failed + 1))
 echo "boot $boot: $failed failure(s)"

@@ -44,13 +44,14 @@ for u in "${wanted[@]}"; do
         [ -w "$c" ] || skip="ConditionPathIsReadWrite=$c not met"
     done
     if [ -n "$skip" ]; then say "$u: skipped, $skip"; continue; fi
+    # A here-string, not <(...): the chroot's devtmpfs has no /dev/fd (systemd would create it).
     while read -r cmd; do
         [ -n "$cmd" ] || continue
         say "$u: ExecStart=$cmd"
         # shellcheck disable=SC2086 # a unit's command line is split on spaces, as systemd does for these
         ${cmd#-} 2>&1 | sed 's/^/    /'
         say "$u: exited ${PIPESTATUS[0]}"
-    done < <(key "$f" ExecStart)
+    done <<< "$(key "$f" ExecStart)"
 done
 
 udevd=$(key "$(unit_file systemd-udevd.service)" ExecStart | head -n1)

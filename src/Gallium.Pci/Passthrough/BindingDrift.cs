@@ -7,11 +7,12 @@ namespace Gallium.Pci.Passthrough;
 /// backup. Enable-GalliumPciPassthrough repairs it.</summary>
 public static class BindingDrift
 {
+    /// <summary>Drifted onto another driver (the inventory's Drifted state also covers a device on vfio-pci whose override
+    /// was cleared: a VM can still use that one, so Add lets it through).</summary>
     public static bool IsDrifted(PciDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        return !device.IsBridge && device.Driver is not null && device.Driver != DriverBinder.VfioPci
-            && (device.PersistedBy != BindingPersistence.None || device.DriverOverride == DriverBinder.VfioPci);
+        return device.PassthroughState == PassthroughState.Drifted && device.Driver != DriverBinder.VfioPci;
     }
 
     /// <summary>Refuses (Add-GalliumVmPciDevice) when a member of the device's IOMMU group has drifted.</summary>
@@ -30,7 +31,7 @@ public sealed class PciDeviceDriftedException : GalliumException
     public PciDeviceDriftedException(PciAddress address, int group, IReadOnlyList<PciDevice> drifted)
         : base("PciDeviceDrifted", ErrorKind.DeviceError,
             $"{address} is enabled for passthrough but has drifted: in its IOMMU group {group}, " +
-            string.Join(", ", drifted.Select(d => $"{d.Address} is on {d.Driver}" +
+            string.Join(", ", drifted.Select(d => $"{d.Address} is on {d.Driver ?? "no driver"}" +
                 (d.PersistedBy != BindingPersistence.None ? $" although {d.PersistedBy} persists it for vfio-pci" : " although its driver_override is vfio-pci"))) +
             " (a host driver took it at boot, or it was rebound by hand). A VM given it would fail to start: the group is not viable.",
             address.ToString())

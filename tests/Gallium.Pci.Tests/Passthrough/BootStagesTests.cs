@@ -243,14 +243,13 @@ public sealed class BootStagesTests
     }
 
     [Fact]
-    public void An_armed_override_on_a_host_driver_is_drift_too_and_an_unrecorded_host_device_is_not()
+    public void Only_drift_onto_another_driver_stops_Add()
     {
-        var d = new PciDevice { Address = A("0000:05:00.0"), VendorId = 0x8086, DeviceId = 0x10d3, Driver = "e1000e" };
-        Assert.False(BindingDrift.IsDrifted(d));
-        Assert.True(BindingDrift.IsDrifted(d with { DriverOverride = "vfio-pci" }));
-        Assert.True(BindingDrift.IsDrifted(d with { PersistedBy = BindingPersistence.Driverctl }));
-        Assert.False(BindingDrift.IsDrifted(d with { Driver = null, PersistedBy = BindingPersistence.Gallium }));
-        Assert.False(BindingDrift.IsDrifted(d with { IsBridge = true, DriverOverride = "vfio-pci" }));
+        var d = new PciDevice { Address = A("0000:05:00.0"), VendorId = 0x8086, DeviceId = 0x10d3, Driver = "e1000e", PassthroughState = PassthroughState.Drifted };
+        Assert.True(BindingDrift.IsDrifted(d));
+        Assert.True(BindingDrift.IsDrifted(d with { Driver = null }));
+        Assert.False(BindingDrift.IsDrifted(d with { Driver = "vfio-pci" }));   // override cleared: still usable by a VM
+        Assert.False(BindingDrift.IsDrifted(d with { PassthroughState = PassthroughState.Host }));
     }
 
     private static (int Code, string Stderr) Shell(string exe, params string[] args)

@@ -16,7 +16,7 @@ depends() {
 
 install() {
     inst_script "$script" "$script"
-    inst_multiple cat readlink
+    inst_multiple cat readlink stat id
     local f
     for f in "$config"/pci.d/* "$config"/pending.d/*; do
         [ -f "$f" ] && inst_simple "$f" "$f"

@@ -12,6 +12,10 @@ script=@SCRIPT@
 config=@CONFIG@
 [ -x "$script" ] || exit 0
 copy_file script "$script" || [ $? = 1 ] || exit 1     # 1 = already there
+# What the script runs besides the shell's builtins (busybox provides them when BUSYBOX=y; klibc has no stat or id).
+for b in cat readlink stat id; do
+    p=$(command -v "$b") && { copy_exec "$p" || [ $? = 1 ] || exit 1; }
+done
 for f in "$config"/pci.d/* "$config"/pending.d/*; do
     [ -f "$f" ] || continue
     copy_file record "$f" || [ $? = 1 ] || exit 1
