@@ -252,6 +252,31 @@ public sealed class BootStagesTests
         Assert.False(BindingDrift.IsDrifted(d with { PassthroughState = PassthroughState.Host }));
     }
 
+    [Fact]
+    public void The_early_mode_only_sets_the_overrides_of_recorded_devices_no_unbind_no_module_load()
+    {
+        using var host = new SimHost(new HostOptions { VfioPciLoaded = false });
+        var p = host.Persistence;
+        p.WriteFile(p.ScriptPath, p.ScriptContent, PassthroughPersistence.ScriptMode);
+        foreach (var a in new[] { StandardHost.Gpu, StandardHost.FreeNic })
+            p.WriteFile(p.RecordPath(A(a)), PassthroughPersistence.RecordContent, PassthroughPersistence.FileMode);
+        var (code, err) = ScriptRun.Run(host, "--early");
+        Assert.True(code == 0, err);
+        Assert.Equal(
+        [
+            "bus/pci/devices/0000:01:00.0/driver_override <- vfio-pci",
+            "bus/pci/devices/0000:05:00.0/driver_override <- vfio-pci",
+        ], host.Kernel.Writes.Select(w => $"{w.Path} <- {w.Value.TrimEnd('\n')}"));
+        Assert.False(host.Kernel.IsModuleLoaded("vfio_pci"));
+        Assert.Equal("nvidia", host.Driver(StandardHost.Gpu));      // a driver that already holds it is left to the rule's RUN
+        Assert.Null(host.Kernel.OverrideOf(StandardHost.GpuAudio)); // no record: untouched
+
+        host.Kernel.ResetCounters();
+        (code, err) = ScriptRun.Run(host, "--early");                // again: the overrides are set, nothing to write
+        Assert.True(code == 0, err);
+        Assert.Empty(host.Kernel.Writes);
+    }
+
     private static (int Code, string Stderr) Shell(string exe, params string[] args)
     {
         var psi = new ProcessStartInfo(exe, args) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
