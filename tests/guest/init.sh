@@ -40,6 +40,11 @@ if [ "$PERSIST" = 1 ]; then
         insmod "/lib/modules/$ver/$ko" $opts 2>/dev/null || { [ "$VERBOSE" = 1 ] && say "insmod $ko failed (ignored)"; }
     done < /etc/disk-modules
     for _ in $(seq 1 100); do [ -b /dev/sda ] && break; sleep 0.1; done
+    # QEMU 7.2's AHCI maps a command's PRDT through the vIOMMU one 4 KiB page at a time and aborts on a short map
+    # ("ide_dma_cb: Assertion `prep_size >= 0 && ...' failed"): the PRDT of a command table near a page end crosses it
+    # once a request has more than 8 segments (reproduced with 16 MiB O_DIRECT writes). Requests of at most 16 KiB have
+    # at most 5 segments, whose PRDT fits in any slot.
+    echo 16 > /sys/block/sda/queue/max_sectors_kb 2>/dev/null || say "warning: cannot limit sda's request size"
     mount -t ext4 /dev/sda /mnt/persist || die "cannot mount the persistent disk (/dev/sda, ext4)"
     mkdir -p /mnt/persist/gallium /mnt/persist/libvirt/etc-qemu /mnt/persist/libvirt/var-lib /mnt/persist/libvirt/var-cache
     [ "$VERBOSE" = 1 ] && say "persistent disk mounted at $(cut -d' ' -f1 /proc/uptime)s"

@@ -33,16 +33,17 @@ if [ -f $irfs/scripts/init-top/ORDER ]; then
         run_scripts /scripts/init-top
         load_modules
         udevadm control --exit'
-elif hooks=$(ls -d $irfs/usr/lib/dracut/hooks $irfs/lib/dracut/hooks $irfs/var/lib/dracut/hooks 2>/dev/null | head -n1) && [ -n "$hooks" ]; then
-    hooks=${hooks#$irfs}
-    echo "initramfs-stage: dracut image; pre-udev hooks: $(ls $irfs$hooks/pre-udev 2>/dev/null | tr '\n' ' ')"
+elif [ -f $irfs/lib/dracut-lib.sh ]; then
+    echo "initramfs-stage: dracut image; pre-udev hooks: $(ls $irfs/lib/dracut/hooks/pre-udev 2>/dev/null | tr '\n' ' ')"
+    # As modules.d/99base/init.sh: the image's own source_hook pre-udev, its udevd, the two triggers, settle.
     chroot $irfs /bin/sh -c '
         export PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_IGNORE_CHROOT=1
-        for f in '"$hooks"'/pre-udev/*.sh; do [ -f "$f" ] && . "$f"; done
-        udevd=$(command -v systemd-udevd || ls /usr/lib/systemd/systemd-udevd /lib/systemd/systemd-udevd 2>/dev/null | head -n1)
-        "$udevd" --daemon --resolve-names=never
-        udevadm trigger --type=subsystems --action=add
-        udevadm trigger --type=devices --action=add
+        . /lib/dracut-lib.sh
+        source_conf /etc/conf.d
+        source_hook pre-udev
+        "$systemdutildir"/systemd-udevd --daemon --resolve-names=never
+        udevadm trigger --type=subsystems --action=add > /dev/null 2>&1
+        udevadm trigger --type=devices --action=add > /dev/null 2>&1
         udevadm settle --timeout=120 || true
         udevadm control --exit'
 else
