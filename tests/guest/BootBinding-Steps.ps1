@@ -96,7 +96,8 @@ switch ($Boot) {
             $r = Test-GalliumPciPassthrough
             $line = @($r.Problems) -match [regex]::Escape($nic)
             "boot 2: Test-GalliumPciPassthrough: $line" | Out-Host
-            @($r.DriftedDevices.Address | ForEach-Object { "$_" }) -contains $nic -and "$line" -match [regex]::Escape("Enable-GalliumPciPassthrough -Address $nic")
+            # Not $r.DriftedDevices.Address: on a list that is System.Array's Address method (DESIGN.md).
+            @($r.DriftedDevices | ForEach-Object { "$($_.Address)" }) -contains $nic -and "$line" -match [regex]::Escape("Enable-GalliumPciPassthrough -Address $nic")
         }
         Check "Add-GalliumVmPciDevice refuses it as PciDeviceDrifted with the Enable that repairs it" {
             Add-GalliumVmPciDevice -VmName no-such-vm -Address $nic -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e

@@ -7,7 +7,7 @@
 #            runs update-initramfs -c (initramfs-tools, Gallium's hook runs); keeps that image in the share; then, as on a
 #            dracut host, builds a dracut 059 image (dracut unpacked into the throwaway root, never installed) with
 #            the module Enable wrote, and puts that one in /boot for the next boot
-#   restore  puts the initramfs-tools image back in /boot (update-initramfs checks that the image is the one it made)
+#   restore  puts the initramfs-tools image back in /boot, for the boot that plays it
 # Prints one "PASS/FAIL [host] name" line per check. The share is /run/gallium-share (logs, kernel files, the image copy);
 # the dracut packages are in /run/gallium-dracut, the module Enable wrote in /run/gallium-dracut-modules.
 set -uo pipefail
