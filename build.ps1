@@ -128,6 +128,8 @@ function Invoke-Test {
         $totals['Vga'] = Invoke-PesterSuite 'Pester RealKernelVga (inside the QEMU guest with a VGA display and a firmware framebuffer)' $vga
         # Issue 7's proof of persistence: three guest boots against one disk (Enable survives a reboot, Disable too).
         $totals['Reboot'] = Invoke-PesterSuite 'Reboot persistence (three guest boots, one disk)' @('bash', (Join-Path $Root 'tests/guest/reboot-test.sh'), '--module', $ModuleOut)
+        # Issue 13's proof: real udev coldplug and a real initramfs-tools stage never let e1000e probe an enabled device.
+        $totals['BootBind'] = Invoke-PesterSuite 'Boot-time binding (four guest boots: udev coldplug, dracut and initramfs-tools stages)' @('bash', (Join-Path $Root 'tests/guest/boot-binding-test.sh'), '--module', $ModuleOut)
         # Issue 11's proofs: SIGKILL after each kernel write and Ctrl+C mid-change, then a power cut and two reboots.
         $totals['Interrupt'] = Invoke-PesterSuite 'Interruption (kills, Ctrl+C, a power cut) on the real kernel' @('bash', (Join-Path $Root 'tests/guest/interruption-test.sh'), '--module', $ModuleOut)
         # Issue 6's proof: the same large BAR unassigned without the fix and assigned with it, booted under OVMF by libvirt.

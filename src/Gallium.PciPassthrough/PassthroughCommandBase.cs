@@ -37,6 +37,11 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Regenerate the initramfs when the change makes it stale (it loads a member's host driver but lacks its
+    /// record, or holds a record Disable removed). Without it the command warns and prints the exact command.</summary>
+    [Parameter]
+    public SwitchParameter UpdateInitramfs { get; set; }
+
     /// <summary>"Enable PCI passthrough" / "Disable PCI passthrough": the ShouldProcess action.</summary>
     protected abstract string Action { get; }
     protected abstract PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address);
@@ -130,11 +135,16 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         if (plan.IsNoOp)
         {
             WriteVerbose(NoOpMessage(plan));
+            Initramfs(plan, changeRan: true);
             if (PassThru) WriteGroup(group);
             return;
         }
         if (plan.Direction == PassthroughDirection.Enable) WriteCaveats(plan.IommuGroup.Caveats);  // issue 14: before -WhatIf/-Confirm
-        if (!ShouldProcessGroup(plan)) return;
+        if (!ShouldProcessGroup(plan))
+        {
+            Initramfs(plan, changeRan: false);
+            return;
+        }
         _runner ??= new PlanRunner(HostContext);
         int total = plan.Steps.Count, done = 0;
         var progress = new ProgressRecord(1, $"{Action}: IOMMU group {group}", "Starting") { PercentComplete = 0 };
@@ -153,7 +163,29 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         try { _runner.Run(plan, say); }
         catch (ChangeInterruptedException e) { EndInterrupted(e); }
         if (total > 4) { progress.RecordType = ProgressRecordType.Completed; WriteProgress(progress); }
+        Initramfs(plan, changeRan: true);
         if (PassThru) WriteGroup(group);
+    }
+
+    /// <summary>After the change (or under -WhatIf, for the change as planned): regenerate a stale initramfs on request,
+    /// else say that it is stale and the exact command (REFERENCE §8.2).</summary>
+    private void Initramfs(PassthroughPlan plan, bool changeRan)
+    {
+        var advice = new InitramfsCheck(HostContext).Check(plan);
+        if (advice is null)
+        {
+            if (UpdateInitramfs) WriteVerbose($"IOMMU group {plan.IommuGroup.Id}: the initramfs needs no update.");
+            return;
+        }
+        if (!UpdateInitramfs)
+        {
+            WriteWarning($"{advice.Reason} Regenerate it: {advice.Command} (or add -UpdateInitramfs).");
+            return;
+        }
+        if (!changeRan || !ShouldProcess(advice.Image, $"Regenerate the initramfs ({advice.Command})")) return;
+        WriteVerbose($"{advice.Reason} Running: {advice.Command}");
+        if (HostContext.Initramfs.Update() is string failure)
+            WriteError(new InitramfsUpdateFailedException(advice.Image, advice.Command, failure));
     }
 
     // -WhatIf: one "What if:" line per device of the group. -Confirm: one prompt per group, listing every device.

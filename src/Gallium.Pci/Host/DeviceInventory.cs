@@ -87,7 +87,7 @@ public sealed class DeviceInventory
     private PciDevice Complete(PciDevice d, PersistedState persisted)
     {
         var (state, problem) = persisted.StateOf(d.Address, d.Driver, d.DriverOverride);
-        return Named(d) with { PassthroughState = state, Problem = problem };
+        return Named(d) with { PassthroughState = state, Problem = problem, PersistedBy = persisted.PersistedBy(d.Address) };
     }
 
     private PciDevice Named(PciDevice d) => d with

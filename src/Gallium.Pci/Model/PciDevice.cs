@@ -36,6 +36,9 @@ public sealed record PciDevice
     public int? SriovTotalVfs { get; init; }
     public IReadOnlyList<string> ResetMethods { get; init; } = [];
     public PassthroughState PassthroughState { get; init; }
+    /// <summary>Which tool persists this device's binding across reboots: Gallium's record (/etc/gallium/pci.d), driverctl's
+    /// (/etc/driverctl.d/pci-&lt;bdf&gt;, for vfio-pci), or none.</summary>
+    public BindingPersistence PersistedBy { get; init; }
     /// <summary>Names of the VMs whose persistent definition holds this device (filled when libvirt is consulted).</summary>
     public IReadOnlyList<string> AssignedTo { get; init; } = [];
     /// <summary>What makes passing this function through unsafe or unreliable: no reset, bus reset only, a firmware

@@ -2,6 +2,7 @@ using System.Management.Automation;
 using Gallium.Pci;
 using Gallium.Pci.Assignments;
 using Gallium.Pci.Host;
+using Gallium.Pci.Passthrough;
 using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough.Commands;
@@ -58,19 +59,26 @@ public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
             foreach (var device in InputObject)
             {
                 // An object names a device on a host; only this host's may be changed here.
-                try { DeviceOrigin.Check(device, _inventory); addresses.Add(device.Address); }
-                catch (PciDeviceNotOnThisHostException e) { WriteError(e); }
+                try { DeviceOrigin.Check(device, _inventory); Admit(device.Address); }
+                catch (GalliumException e) when (!e.IsHostLevel) { WriteError(e); }
             }
         }
         else
         {
             foreach (var address in ParseAddresses(Address))
             {
-                try { DeviceOrigin.Check(address, PciPassthrough.SourceHost.From(SourceHost), _inventory ??= NewInventory()); addresses.Add(address); }
-                catch (PciDeviceNotOnThisHostException e) { WriteError(e); }
+                try { DeviceOrigin.Check(address, PciPassthrough.SourceHost.From(SourceHost), _inventory ??= NewInventory()); Admit(address); }
+                catch (GalliumException e) when (!e.IsHostLevel) { WriteError(e); }
             }
         }
         Gather(VmName, addresses);
+
+        void Admit(PciAddress address)
+        {
+            // Issue 13: a device persisted for vfio-pci but found on a host driver is refused with the repair, before libvirt.
+            BindingDrift.ThrowIfDrifted(_inventory!, address);
+            addresses.Add(address);
+        }
     }
 
     protected override void EndProcessing()
