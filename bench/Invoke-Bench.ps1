@@ -298,15 +298,36 @@ function Invoke-StartupBench {
     $script:StartEnv = @{}
     foreach ($v in $SimRoots) { $script:StartEnv[$v] = $null }
     $pwshArgs = $lead + @('-NoProfile', '-NonInteractive', '-Command')
-    $script:BareArgs = $pwshArgs + 'exit'
-    $script:ModuleArgs = $pwshArgs + "Import-Module '$ModulePath'; Get-GalliumPciDevice | Out-Null"
-    $check = Invoke-TimedProcess $file $script:ModuleArgs -Environment $script:StartEnv
+    $floor = Join-Path ([IO.Path]::GetTempPath()) "gbench-empty-$PID/Empty"
+    New-Item -ItemType Directory -Force -Path $floor | Out-Null
+    Set-Content -Path (Join-Path $floor 'Empty.psd1') -Value "@{ ModuleVersion = '1.0.0'; FunctionsToExport = @(); CmdletsToExport = @() }"
+    $script:StartArgs = [ordered]@{
+        Module  = $pwshArgs + "Import-Module '$ModulePath'; Get-GalliumPciDevice | Out-Null"
+        Bare    = $pwshArgs + 'exit'
+        # What any module and any command cost this pwsh, for scale: an empty manifest module, one built-in cmdlet pipeline.
+        Empty   = $pwshArgs + "Import-Module '$floor'"
+        Builtin = $pwshArgs + 'Get-Command Get-Process | Out-Null'
+    }
+    # pwsh records the methods a start-up compiled and compiles them ahead on the next start (its startup profile in
+    # $XDG_CACHE_HOME/powershell): each command keeps its own, as repeated runs of one runbook step would, instead of
+    # precompiling the other command's methods.
+    $script:StartEnvs = @{}
+    foreach ($k in $script:StartArgs.Keys) {
+        $e = @{}
+        foreach ($v in $SimRoots) { $e[$v] = $null }
+        $e['XDG_CACHE_HOME'] = Join-Path ([IO.Path]::GetTempPath()) "gbench-cache-$PID-$k"
+        $script:StartEnvs[$k] = $e
+    }
+    $script:StartEnv = $script:StartEnvs['Module']
+    $check = Invoke-TimedProcess $file $script:StartArgs['Module'] -Environment $script:StartEnv
     if ($check.ExitCode -ne 0 -or $check.Stderr.Trim()) { throw "pwsh with the module failed ($($check.ExitCode)): $($check.Stderr)" }
     $load = Get-LoadAverage
 
     $m = Measure-Interleaved -Candidates ([ordered]@{
-        Module = { Invoke-TimedProcess $script:StartFile $script:ModuleArgs -Environment $script:StartEnv }
-        Bare   = { Invoke-TimedProcess $script:StartFile $script:BareArgs -Environment $script:StartEnv }
+        Module  = { Invoke-TimedProcess $script:StartFile $script:StartArgs['Module'] -Environment $script:StartEnvs['Module'] }
+        Bare    = { Invoke-TimedProcess $script:StartFile $script:StartArgs['Bare'] -Environment $script:StartEnvs['Bare'] }
+        Empty   = { Invoke-TimedProcess $script:StartFile $script:StartArgs['Empty'] -Environment $script:StartEnvs['Empty'] }
+        Builtin = { Invoke-TimedProcess $script:StartFile $script:StartArgs['Builtin'] -Environment $script:StartEnvs['Builtin'] }
     }) -Warmup 2 -Runs $StartupRuns
     $Raw['Startup'] = $m
     $ratio = $m['Module'].Median / $m['Bare'].Median
@@ -315,9 +336,6 @@ function Invoke-StartupBench {
     # The breakdown, each piece in fresh processes taken in turn: inside one child Import-Module, the first and the second
     # Get-GalliumPciDevice; then each part of the first call alone (timed from C# after Import-Module, so PowerShell's own
     # first-call costs stay out of it); and the floor every manifest module pays (Import-Module of an empty one).
-    $floor = Join-Path ([IO.Path]::GetTempPath()) "gbench-empty-$PID/Empty"
-    New-Item -ItemType Directory -Force -Path $floor | Out-Null
-    Set-Content -Path (Join-Path $floor 'Empty.psd1') -Value "@{ ModuleVersion = '1.0.0'; FunctionsToExport = @(); CmdletsToExport = @() }"
     $timed = { param($body) $pwshArgs + "`$s = [Diagnostics.Stopwatch]::StartNew(); $body" }
     $parts = [ordered]@{
         Split   = & $timed ("Import-Module '$ModulePath'; `$a = `$s.Elapsed.TotalMilliseconds; `$s.Restart(); Get-GalliumPciDevice | Out-Null; " +
@@ -339,6 +357,7 @@ function Invoke-StartupBench {
         }
     }
     Remove-Item -Recurse -Force (Split-Path -Parent $floor) -ErrorAction Ignore
+    foreach ($e in $script:StartEnvs.Values) { Remove-Item -Recurse -Force $e['XDG_CACHE_HOME'] -ErrorAction Ignore }
     $value = { param($k, $i) Get-Median (@($out[$k] | ForEach-Object { [double](($_ -split ' ')[$i]) })) }
     $import = & $value 'Split' 0; $first = & $value 'Split' 1; $second = & $value 'Split' 2
     $floorMs = & $value 'Floor' 0
@@ -350,12 +369,18 @@ function Invoke-StartupBench {
     Add-Row 'Start-up: pwsh with Import-Module and Get-GalliumPciDevice vs bare pwsh' "this host ($count functions)" `
         ('{0}, CPU {1}' -f (Format-Ms $m['Module'].Median), (Format-Ms $m['Module'].CpuMedian)) ('{0}, CPU {1}' -f (Format-Ms $m['Bare'].Median), (Format-Ms $m['Bare'].CpuMedian)) `
         ('{0:N2}x bare pwsh wall, {1:N2}x CPU' -f $ratio, $cpuRatio) '<= 1.25x wall and <= 1.2x CPU time' (YesNo ($ratio -le 1.25 -and $cpuRatio -le 1.2))
+    foreach ($k in 'Empty', 'Builtin') {
+        $what = if ($k -eq 'Empty') { 'Import-Module of an empty manifest module' } else { 'one built-in cmdlet pipeline (Get-Command Get-Process | Out-Null)' }
+        Add-Row "Start-up, for scale: pwsh with $what vs bare pwsh" 'no module code' `
+            ('{0}, CPU {1}' -f (Format-Ms $m[$k].Median), (Format-Ms $m[$k].CpuMedian)) ('{0}, CPU {1}' -f (Format-Ms $m['Bare'].Median), (Format-Ms $m['Bare'].CpuMedian)) `
+            ('{0:N2}x bare pwsh wall, {1:N2}x CPU' -f ($m[$k].Median / $m['Bare'].Median), ($m[$k].CpuMedian / $m['Bare'].CpuMedian)) 'what any module or command costs this pwsh' 'n/a'
+    }
     Add-Row 'Start-up breakdown (each part timed alone in a fresh pwsh)' "this host ($count functions)" `
         ('Import-Module {0}; first call {1}: pci.ids {2}, sysfs {3}, libvirt {4}, rest {5}; warm call {6}' -f (Format-Ms $import), (Format-Ms $first),
             (Format-Ms $pciIds), (Format-Ms $sysfs), (Format-Ms $libvirt), (Format-Ms ([math]::Max(0, $rest))), (Format-Ms $second)) `
         ('Import-Module of an empty manifest module {0}' -f (Format-Ms $floorMs)) ('the module adds {0} to the import every module pays' -f (Format-Ms ($import - $floorMs))) 'measured' 'n/a'
     $Details.Add("Start-up ($file -NoProfile -NonInteractive -Command ""Import-Module <module>; Get-GalliumPciDevice | Out-Null"" against -Command exit; load $load): " +
-        "with the module $(Format-Spread $m['Module']); bare $(Format-Spread $m['Bare']). CPU time (user + system) of the child: with the module " +
+        "with the module $(Format-Spread $m['Module']); bare $(Format-Spread $m['Bare']); an empty manifest module $(Format-Spread $m['Empty']); Get-Command Get-Process | Out-Null $(Format-Spread $m['Builtin']). Each command keeps its own pwsh startup profile (XDG_CACHE_HOME). CPU time (user + system) of the child: with the module " +
         "$(Format-Ms $m['Module'].CpuMedian), bare $(Format-Ms $m['Bare'].CpuMedian). Breakdown (medians of 7 fresh processes each, taken in turn): Import-Module " +
         "$(Format-Ms $import) (an empty manifest module: $(Format-Ms $floorMs)); first Get-GalliumPciDevice $(Format-Ms $first), of which, each alone after " +
         "Import-Module: pci.ids read, indexed and this host's names looked up $(Format-Ms $pciIds), every function read from sysfs without names " +
