@@ -342,9 +342,7 @@ function Invoke-StartupBench {
                             "`$b = `$s.Elapsed.TotalMilliseconds; `$s.Restart(); Get-GalliumPciDevice | Out-Null; '{0:F2} {1:F2} {2:F2}' -f `$a, `$b, `$s.Elapsed.TotalMilliseconds")
         Floor   = & $timed "Import-Module '$floor'; '{0:F2}' -f `$s.Elapsed.TotalMilliseconds"
     }
-    foreach ($p in 'PciIds', 'Sysfs', 'Libvirt') {
-        $parts[$p] = $pwshArgs + "Import-Module '$ModulePath'; Add-Type -Path '$(Join-Path $helpers 'Gallium.Pci.Bench.dll')'; '{0:F2}' -f [Gallium.Pci.Bench.StartupParts]::Measure('$p')"
-    }
+    $parts['Parts'] = $pwshArgs + "Import-Module '$ModulePath'; Add-Type -Path '$(Join-Path $helpers 'Gallium.Pci.Bench.dll')'; [Gallium.Pci.Bench.StartupParts]::MeasureAll()"
     $out = @{}
     foreach ($k in $parts.Keys) { $out[$k] = [System.Collections.Generic.List[string]]::new() }
     for ($i = 0; $i -lt 8; $i++) {
@@ -361,7 +359,7 @@ function Invoke-StartupBench {
     $value = { param($k, $i) Get-Median (@($out[$k] | ForEach-Object { [double](($_ -split ' ')[$i]) })) }
     $import = & $value 'Split' 0; $first = & $value 'Split' 1; $second = & $value 'Split' 2
     $floorMs = & $value 'Floor' 0
-    $pciIds = & $value 'PciIds' 0; $sysfs = & $value 'Sysfs' 0; $libvirt = & $value 'Libvirt' 0
+    $sysfs = & $value 'Parts' 0; $pciIds = & $value 'Parts' 1; $libvirt = & $value 'Parts' 2
     $rest = $first - $pciIds - $sysfs - $libvirt
     $count = @(Get-ChildItem /sys/bus/pci/devices -ErrorAction Ignore).Count
     $Raw['StartupParts'] = [ordered]@{ ImportMs = $import; FirstCallMs = $first; SecondCallMs = $second; EmptyManifestImportMs = $floorMs; PciIdsMs = $pciIds; SysfsMs = $sysfs; LibvirtMs = $libvirt }
@@ -375,14 +373,14 @@ function Invoke-StartupBench {
             ('{0}, CPU {1}' -f (Format-Ms $m[$k].Median), (Format-Ms $m[$k].CpuMedian)) ('{0}, CPU {1}' -f (Format-Ms $m['Bare'].Median), (Format-Ms $m['Bare'].CpuMedian)) `
             ('{0:N2}x bare pwsh wall, {1:N2}x CPU' -f ($m[$k].Median / $m['Bare'].Median), ($m[$k].CpuMedian / $m['Bare'].CpuMedian)) 'what any module or command costs this pwsh' 'n/a'
     }
-    Add-Row 'Start-up breakdown (each part timed alone in a fresh pwsh)' "this host ($count functions)" `
+    Add-Row 'Start-up breakdown (parts timed from C# in a fresh pwsh)' "this host ($count functions)" `
         ('Import-Module {0}; first call {1}: pci.ids {2}, sysfs {3}, libvirt {4}, rest {5}; warm call {6}' -f (Format-Ms $import), (Format-Ms $first),
             (Format-Ms $pciIds), (Format-Ms $sysfs), (Format-Ms $libvirt), (Format-Ms ([math]::Max(0, $rest))), (Format-Ms $second)) `
         ('Import-Module of an empty manifest module {0}' -f (Format-Ms $floorMs)) ('the module adds {0} to the import every module pays' -f (Format-Ms ($import - $floorMs))) 'measured' 'n/a'
     $Details.Add("Start-up ($file -NoProfile -NonInteractive -Command ""Import-Module <module>; Get-GalliumPciDevice | Out-Null"" against -Command exit; load $load): " +
         "with the module $(Format-Spread $m['Module']); bare $(Format-Spread $m['Bare']); an empty manifest module $(Format-Spread $m['Empty']); Get-Command Get-Process | Out-Null $(Format-Spread $m['Builtin']). Each command keeps its own pwsh startup profile (XDG_CACHE_HOME). CPU time (user + system) of the child: with the module " +
         "$(Format-Ms $m['Module'].CpuMedian), bare $(Format-Ms $m['Bare'].CpuMedian). Breakdown (medians of 7 fresh processes each, taken in turn): Import-Module " +
-        "$(Format-Ms $import) (an empty manifest module: $(Format-Ms $floorMs)); first Get-GalliumPciDevice $(Format-Ms $first), of which, each alone after " +
+        "$(Format-Ms $import) (an empty manifest module: $(Format-Ms $floorMs)); first Get-GalliumPciDevice $(Format-Ms $first), of which, one after the other in a fresh pwsh after " +
         "Import-Module: pci.ids read, indexed and this host's names looked up $(Format-Ms $pciIds), every function read from sysfs without names " +
         "$(Format-Ms $sysfs), libvirt loaded + read-only connect + domain listing + hostdev index $(Format-Ms $libvirt); the rest (cmdlet, parameter " +
         "binding, pipeline, first-use JIT of generic instantiations) $(Format-Ms ([math]::Max(0, $rest))); a second call in the same process $(Format-Ms $second).")
@@ -574,7 +572,7 @@ function Invoke-GuestGroupChangeBench {
         "endpoints $($r.Endpoints -join ', ') move $($r.HostDriver) -> vfio-pci -> $($r.HostDriver), the root ports stay on pcieport (vfio-pci binds no bridges). " +
         "Gallium Enable + Disable in one pwsh session in the guest, cycles: $(& $fmt $g { $args[0].EnableMs + $args[0].DisableMs }); of which inside the kernel's writes: " +
         "$(& $fmt $g { $args[0].EnableKernelMs + $args[0].DisableKernelMs }) (Enable $($g[0].EnableWrites) writes, $($g[0].EnableReads) reads; Disable $($g[0].DisableWrites) writes, " +
-        "$($g[0].DisableReads) reads, through a timing wrapper that reads by path). $($r.Driverctl) cycles: $(& $fmt $r.Samples.driverctl { $args[0].EnableMs + $args[0].DisableMs }). " +
+        "$($g[0].DisableReads) reads, through a timing wrapper that reads by path; the reads took $(& $fmt $g { $args[0].EnableReadMs + $args[0].DisableReadMs })). driverctl $($r.Driverctl) cycles: $(& $fmt $r.Samples.driverctl { $args[0].EnableMs + $args[0].DisableMs }). " +
         "virsh $($r.Virsh) (the guest's own libvirtd) cycles: $(& $fmt $r.Samples.virsh { $args[0].EnableMs + $args[0].DisableMs }). Medians of $GuestRuns after 1 warm-up round; inside TCG every step is far slower than on hardware.")
 }
 

@@ -96,16 +96,17 @@ for ($i = 0; $i -lt $Warmup + $Runs; $i++) {
             $sw = [Diagnostics.Stopwatch]::StartNew()
             Enable-GalliumPciPassthrough -Address $target -Confirm:$false
             $enable = $sw.Elapsed.TotalMilliseconds
-            $enableKernel = $timing.WriteMilliseconds; $enableWrites = $timing.Writes; $enableReads = $timing.Reads
+            $enableKernel = $timing.WriteMilliseconds; $enableWrites = $timing.Writes; $enableReads = $timing.Reads; $enableReadMs = $timing.ReadMilliseconds
             Assert-Drivers $endpoints 'vfio-pci' 'Enable-GalliumPciPassthrough'
             $timing.Reset()
             $sw.Restart()
             Disable-GalliumPciPassthrough -Address $target -Confirm:$false
             $disable = $sw.Elapsed.TotalMilliseconds
-            $disableKernel = $timing.WriteMilliseconds; $disableWrites = $timing.Writes; $disableReads = $timing.Reads
+            $disableKernel = $timing.WriteMilliseconds; $disableWrites = $timing.Writes; $disableReads = $timing.Reads; $disableReadMs = $timing.ReadMilliseconds
             Assert-Drivers $endpoints $hostDriver 'Disable-GalliumPciPassthrough'
             $s = [ordered]@{ EnableMs = $enable; DisableMs = $disable; EnableKernelMs = $enableKernel; DisableKernelMs = $disableKernel
-                EnableWrites = $enableWrites; DisableWrites = $disableWrites; EnableReads = $enableReads; DisableReads = $disableReads }
+                EnableWrites = $enableWrites; DisableWrites = $disableWrites; EnableReads = $enableReads; DisableReads = $disableReads
+                EnableReadMs = $enableReadMs; DisableReadMs = $disableReadMs }
         }
         else {
             $enable = Invoke-Timed $peerEnable[$k]
