@@ -42,6 +42,36 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     private PassthroughPlanner? _planner;
     private PlanRunner? _runner;
 
+    /// <summary>An Enable or Disable an earlier process left unfinished (killed, powered off) is repaired before this
+    /// command plans anything, so nothing is planned from a half-done group; -WhatIf says it would be, and a declined
+    /// -Confirm stops the command (the change itself would repair it first).</summary>
+    protected override void BeginProcessing()
+    {
+        var (unfinished, unreadable) = NewInventory().ReadUnfinishedChanges();
+        if (unreadable.Count > 0) ThrowTerminatingError(unreadable[0]);
+        if (unfinished.Count == 0) return;
+        bool whatIf = false;
+        foreach (var change in unfinished)
+        {
+            string line = $"Repair IOMMU group {change.IommuGroup}: its {change.Direction} (PID {change.ProcessId}, {change.Started.UtcDateTime:u}) "
+                + "was interrupted; return the group to how it was before it";
+            string question = $"{change}. This command first returns the group to how it was before that change. Continue?";
+            if (ShouldProcess(line, question, "Repair an interrupted passthrough change", out ShouldProcessReason reason)) continue;
+            if (reason != ShouldProcessReason.WhatIf) ThrowTerminatingError(new UnfinishedChangeNotRepairedException(change));
+            whatIf = true;
+        }
+        if (whatIf) return;
+        if (!HostContext.Identity.IsRoot) ThrowTerminatingError(new RootRequiredException($"IOMMU group {unfinished[0].IommuGroup}"));
+        var say = new Interruption(WriteVerbose, StopToken, WriteWarning);
+        try
+        {
+            using var change = HostChange.Begin(HostContext, PlanRunner.DefaultLockTimeout, say);
+        }
+        catch (GalliumException e) { ThrowTerminatingError(e); }
+        // A repair always finishes; a stop that came meanwhile still ends the command once it has.
+        if (say.StopRequested) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(say.Cause);
+    }
+
     protected override void ProcessRecord()
     {
         foreach (var address in Targets())
@@ -89,7 +119,9 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         _runner ??= new PlanRunner(HostContext);
         int total = plan.Steps.Count, done = 0;
         var progress = new ProgressRecord(1, $"{Action}: IOMMU group {group}", "Starting") { PercentComplete = 0 };
-        _runner.Run(plan, message =>
+        // Every callback below may throw once the pipeline stops; Interruption turns that into a stop request the runner
+        // acts on between steps (undo, or finish), never between a kernel write and its undo.
+        var say = new Interruption(message =>
         {
             WriteVerbose(message);
             if (total > 4)
@@ -98,7 +130,9 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
                 progress.PercentComplete = Math.Min(99, 100 * ++done / total);
                 WriteProgress(progress);
             }
-        });
+        }, StopToken, WriteWarning);
+        try { _runner.Run(plan, say); }
+        catch (ChangeInterruptedException e) { EndInterrupted(e); }
         if (total > 4) { progress.RecordType = ProgressRecordType.Completed; WriteProgress(progress); }
         if (PassThru) WriteGroup(group);
     }

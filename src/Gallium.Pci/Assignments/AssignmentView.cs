@@ -7,10 +7,17 @@ namespace Gallium.Pci.Assignments;
 /// <summary>Joins the two truths (DESIGN.md): devices from the kernel, assignments from libvirt's VM definitions.</summary>
 public static class AssignmentView
 {
-    /// <summary>Devices referenced by any VM definition become <see cref="PassthroughState.Assigned"/>, naming the VMs.</summary>
+    /// <summary>Devices referenced by any VM definition name the VMs, and become <see cref="PassthroughState.Assigned"/> —
+    /// except drift (NotPersisted, Drifted, Interrupted), which keeps its state so a VM's device on the wrong driver is
+    /// never shown as assigned and fine.</summary>
     public static IReadOnlyList<PciDevice> Annotate(IReadOnlyList<PciDevice> devices, AssignmentIndex index) =>
         devices.Select(d => index.IsAssigned(d.Address)
-            ? d with { AssignedTo = index.VmNamesFor(d.Address), PassthroughState = PassthroughState.Assigned }
+            ? d with
+            {
+                AssignedTo = index.VmNamesFor(d.Address),
+                PassthroughState = d.PassthroughState is PassthroughState.Enabled or PassthroughState.Host or PassthroughState.Unbound
+                    ? PassthroughState.Assigned : d.PassthroughState,
+            }
             : d).ToArray();
 
     /// <summary>Every assignment from one listing of all domains, each with its VM's 64-bit MMIO window: what the firmware

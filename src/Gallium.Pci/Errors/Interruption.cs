@@ -9,13 +9,18 @@ namespace Gallium.Pci;
 public sealed class Interruption
 {
     private readonly Action<string>? _narrate;
+    private readonly Action<string>? _warn;
     private readonly CancellationToken _token;
     private ExceptionDispatchInfo? _cause;
 
-    public Interruption(Action<string>? narrate = null, CancellationToken token = default)
+    /// <param name="narrate">Hears every step (the cmdlet's WriteVerbose/WriteProgress).</param>
+    /// <param name="token">Cancelled by the cmdlet's StopProcessing.</param>
+    /// <param name="warn">Hears what the user must be told even without -Verbose (the cmdlet's WriteWarning).</param>
+    public Interruption(Action<string>? narrate = null, CancellationToken token = default, Action<string>? warn = null)
     {
         _narrate = narrate;
         _token = token;
+        _warn = warn;
     }
 
     /// <summary>Passes a message on; never throws. After a stop request, messages are dropped (the host is not listening).</summary>
@@ -23,6 +28,14 @@ public sealed class Interruption
     {
         if (_cause is not null || _narrate is null) return;
         try { _narrate(message); }
+        catch (Exception e) { _cause = ExceptionDispatchInfo.Capture(e); }
+    }
+
+    /// <summary>Passes a warning on; never throws (a throwing callback is a stop request, as for <see cref="Say"/>).</summary>
+    public void Warn(string message)
+    {
+        if (_cause is not null || _warn is null) return;
+        try { _warn(message); }
         catch (Exception e) { _cause = ExceptionDispatchInfo.Capture(e); }
     }
 

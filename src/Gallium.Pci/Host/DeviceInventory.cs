@@ -11,13 +11,23 @@ public sealed class DeviceInventory
     private const string GroupsDir = "kernel/iommu_groups";
 
     private readonly ISysfs _sysfs;
+    private readonly HostPaths _paths;
 
     /// <param name="names">A shared pci.ids database (it parses once, on first use); by default one over the host's PciIdsPath.</param>
     public DeviceInventory(HostContext host, PciIds? names = null)
     {
         ArgumentNullException.ThrowIfNull(host);
         _sysfs = host.Sysfs;
+        _paths = host.Paths;
         Names = names ?? new PciIds(host.PciIdsPath);
+    }
+
+    /// <summary>The changes an interrupted Enable/Disable left unfinished (each one's endpoints show
+    /// <see cref="PassthroughState.Interrupted"/>), and the records of such changes that cannot be read.</summary>
+    public (IReadOnlyList<UnfinishedChange> Changes, IReadOnlyList<GalliumException> Unreadable) ReadUnfinishedChanges()
+    {
+        var state = PersistedState.Read(_paths);
+        return (state.Pending, state.Unreadable);
     }
 
     public PciIds Names { get; }
@@ -50,19 +60,28 @@ public sealed class DeviceInventory
         }
         namesLoaded?.Wait();
 
+        var persisted = PersistedState.Read(_paths);
         var devices = new List<PciDevice>(found.Count);
         foreach (var device in read)
         {
-            if (device is not null) devices.Add(Named(device));
+            if (device is not null) devices.Add(Complete(device, persisted));
         }
         return devices;
     }
 
     /// <summary>One function; null when the host has no such function.</summary>
-    public PciDevice? Read(PciAddress address) => ReadDevice(address, address.ToString()) is { } d ? Named(d) : null;
+    public PciDevice? Read(PciAddress address) =>
+        ReadDevice(address, address.ToString()) is { } d ? Complete(d, PersistedState.Read(_paths)) : null;
 
     /// <summary>Below this many functions a sequential read beats starting parallel workers.</summary>
     private const int ParallelThreshold = 48;
+
+    /// <summary>Names from pci.ids and the passthrough state from the binding and what is persisted for it.</summary>
+    private PciDevice Complete(PciDevice d, PersistedState persisted)
+    {
+        var (state, problem) = persisted.StateOf(d.Address, d.Driver, d.DriverOverride);
+        return Named(d) with { PassthroughState = state, Problem = problem };
+    }
 
     private PciDevice Named(PciDevice d) => d with
     {
@@ -97,12 +116,13 @@ public sealed class DeviceInventory
         ArgumentNullException.ThrowIfNull(alreadyRead);
         if (id < 0) return null;
         var members = new List<PciDevice>();
+        PersistedState? persisted = null;
         foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
         {
             // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
             if (!PciAddress.TryParse(name, out var address)) continue;
             if (alreadyRead.FirstOrDefault(d => d.Address == address && d.IommuGroup == id) is { } known) members.Add(known);
-            else if (ReadDevice(address, name) is { } device) members.Add(Named(device));
+            else if (ReadDevice(address, name) is { } device) members.Add(Complete(device, persisted ??= PersistedState.Read(_paths)));
         }
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
@@ -200,12 +220,6 @@ public sealed class DeviceInventory
             VirtualFunctions = vfs,
             SriovTotalVfs = SysfsFormat.ParseSriovTotalVfs(Text(Attributes.SriovTotalVfs, "sriov_totalvfs")),
             ResetMethods = SysfsFormat.ParseResetMethods(Text(Attributes.ResetMethod, "reset_method")),
-            PassthroughState = driver switch
-            {
-                null => PassthroughState.Unbound,
-                "vfio-pci" => PassthroughState.Enabled,
-                _ => PassthroughState.Host,
-            },
         };
     }
 

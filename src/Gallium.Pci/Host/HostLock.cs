@@ -110,20 +110,36 @@ public sealed class HostLockFailedException(string path, string message)
 }
 
 /// <summary>Checks (and creates) a directory that only root may change: no symbolic link, owned by root (or by us when we
-/// are not root, as in tests), not group- or world-writable.</summary>
+/// are not root, as in tests), not group- or world-writable — and every directory above it too, since whoever can
+/// rename an ancestor can swap the whole subtree. An ancestor may be world-writable only with the sticky bit (like /tmp:
+/// there only an entry's owner can rename it); a symbolic-link ancestor must be root's, and the directories it leads
+/// to are checked the same way.</summary>
 internal static class SecureDirectory
 {
+    private const uint GroupOrOtherWrite = 0x12;  // S_IWGRP | S_IWOTH
+    private const uint Sticky = 0x200;            // S_ISVTX
+
     public static void Ensure(string path, UnixFileMode createMode)
     {
         if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("Gallium changes Linux hosts only.");
-        if (!Native.TryLstat(path, out _, out _, out _))
+        path = System.IO.Path.GetFullPath(path).TrimEnd('/');
+        CheckAncestors(path);
+        // Each missing directory is made with exactly this mode (mkdir(2) applies the umask; intermediate directories
+        // made by CreateDirectory would get 0777 & ~umask).
+        var missing = new Stack<string>();
+        for (string? d = path; !string.IsNullOrEmpty(d) && !Native.TryLstat(d, out _, out _, out _); d = System.IO.Path.GetDirectoryName(d))
+            missing.Push(d);
+        while (missing.TryPop(out string? d))
         {
-            try { Directory.CreateDirectory(path, createMode); }
+            try
+            {
+                Directory.CreateDirectory(d);
+                File.SetUnixFileMode(d, createMode);
+            }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 throw new HostPathUnsafeException(path, $"it does not exist and cannot be created ({e.Message}).");
             }
-            File.SetUnixFileMode(path, createMode); // mkdir(2) applies the umask; the mode must be exactly this
         }
         Check(path);
     }
@@ -134,11 +150,46 @@ internal static class SecureDirectory
             throw new HostPathUnsafeException(path, "it does not exist.");
         if (type == Native.S_IFLNK) throw new HostPathUnsafeException(path, "it is a symbolic link.");
         if (type != Native.S_IFDIR) throw new HostPathUnsafeException(path, "it is not a directory.");
-        uint me = Native.geteuid();
-        if (owner != 0 && owner != me)
-            throw new HostPathUnsafeException(path, $"it is owned by uid {owner}, not root.");
-        if ((mode & 0x12) != 0) // S_IWGRP | S_IWOTH
+        if (!Trusted(owner)) throw new HostPathUnsafeException(path, $"it is owned by uid {owner}, not root.");
+        if ((mode & GroupOrOtherWrite) != 0)
             throw new HostPathUnsafeException(path, $"it is group- or world-writable (mode {Convert.ToString(mode & 0xfff, 8)}).");
+        CheckAncestors(path);
+    }
+
+    private static bool Trusted(uint owner) => owner == 0 || owner == Native.geteuid();
+
+    /// <summary>Every existing directory above <paramref name="path"/>, as written and as resolved.</summary>
+    private static void CheckAncestors(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path).TrimEnd('/');
+        CheckDirectories(Ancestors(full), full);
+        string? deepest = System.IO.Path.GetDirectoryName(full);
+        while (!string.IsNullOrEmpty(deepest) && !Native.TryLstat(deepest, out _, out _, out _)) deepest = System.IO.Path.GetDirectoryName(deepest);
+        if (!string.IsNullOrEmpty(deepest) && LinuxSysfs.RealPath(deepest) is { } real && real != deepest)
+            CheckDirectories(Ancestors(real).Append(real), full);  // where a root-owned link on the way leads
+    }
+
+    /// <summary>"/", "/a", "/a/b" for "/a/b/c".</summary>
+    private static IEnumerable<string> Ancestors(string full)
+    {
+        var chain = new Stack<string>();
+        for (string? d = System.IO.Path.GetDirectoryName(full); !string.IsNullOrEmpty(d); d = System.IO.Path.GetDirectoryName(d)) chain.Push(d);
+        return chain;
+    }
+
+    private static void CheckDirectories(IEnumerable<string> directories, string shown)
+    {
+        foreach (string dir in directories)
+        {
+            if (!Native.TryLstat(dir, out uint type, out uint owner, out uint mode)) return;  // the rest is created by us
+            if (!Trusted(owner))
+                throw new HostPathUnsafeException(shown, $"the directory {dir} above it is owned by uid {owner}, not root: its owner could swap what lies below.");
+            if (type == Native.S_IFLNK) continue;  // root's own link: where it leads is checked as resolved
+            if (type != Native.S_IFDIR) throw new HostPathUnsafeException(shown, $"{dir} above it is not a directory.");
+            if ((mode & GroupOrOtherWrite) != 0 && (mode & Sticky) == 0)
+                throw new HostPathUnsafeException(shown,
+                    $"the directory {dir} above it is group- or world-writable (mode {Convert.ToString(mode & 0xfff, 8)}) without the sticky bit: others could swap what lies below.");
+        }
     }
 }
 
@@ -195,6 +246,21 @@ internal static class Native
 
     [DllImport("libc")]
     public static extern uint geteuid();
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern unsafe int statfs([MarshalAs(UnmanagedType.LPUTF8Str)] string path, byte* buf);
+
+    /// <summary>SYSFS_MAGIC from linux/magic.h: statfs(2)'s f_type of any sysfs mount, wherever it is mounted.</summary>
+    public const long SysfsMagic = 0x62656572;
+
+    /// <summary>The file system type (statfs f_type) of the file system holding <paramref name="path"/>; null when it
+    /// cannot be read. f_type is the first member of struct statfs, a word wide, on every Linux architecture we run on.</summary>
+    public static unsafe long? FileSystemType(string path)
+    {
+        byte* buf = stackalloc byte[512];
+        if (statfs(path, buf) != 0) return null;
+        return IntPtr.Size == 8 ? *(long*)buf : *(int*)buf;
+    }
 
     [DllImport("libc", SetLastError = true)]
     private static extern unsafe int statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte* buf);

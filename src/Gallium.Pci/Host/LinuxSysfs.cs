@@ -313,13 +313,15 @@ public static class WriteGuard
         if (dir is null || rootReal is null) return; // nothing there to write to; the write itself reports ENOENT
         if (dir != rootReal && !dir.StartsWith(rootReal + "/", StringComparison.Ordinal))
             throw new KernelWriteException(full, "", Errnos.EPERM, $"Refusing to write {full}: it resolves outside {root} (to {dir}).");
-        if (Environment.GetEnvironmentVariable(TestGuardVariable) == "1" && IsRealSysfs(rootReal) && !InTestGuest())
+        if (Environment.GetEnvironmentVariable(TestGuardVariable) == "1" && IsRealSysfs(rootReal, dir) && !InTestGuest())
             throw new KernelWriteException(full, "", Errnos.EPERM,
-                $"Refusing to write {full}: tests may write only to a simulated kernel or inside the QEMU test guest, never to this machine's /sys.");
+                $"Refusing to write {full}: tests may write only to a simulated kernel or inside the QEMU test guest, never to this machine's sysfs.");
     }
 
-    private static bool IsRealSysfs(string rootReal) =>
-        rootReal == "/sys" || rootReal.StartsWith("/sys/", StringComparison.Ordinal);
+    /// <summary>A kernel sysfs: by its file system type (a bind mount or a second mount of sysfs anywhere), or by its path.</summary>
+    private static bool IsRealSysfs(string rootReal, string dir) =>
+        rootReal == "/sys" || rootReal.StartsWith("/sys/", StringComparison.Ordinal)
+        || Native.FileSystemType(dir) == Native.SysfsMagic || Native.FileSystemType(rootReal) == Native.SysfsMagic;
 
     private static bool InTestGuest()
     {

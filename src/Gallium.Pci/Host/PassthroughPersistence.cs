@@ -13,11 +13,6 @@ public sealed class PassthroughPersistence
     public const string ScriptName = "gallium-vfio-apply";
     public const string RecordsSubdirectory = "pci.d";
     public const string RecordContent = DriverBinder.VfioPci + "\n";
-    /// <summary>Test-only: the apply script's sysfs root (a simulated kernel tree).</summary>
-    public const string ScriptSysfsRootVariable = "GALLIUM_APPLY_SYSFS_ROOT";
-    /// <summary>Test-only: a program the apply script runs as <c>prog PATH VALUE</c> instead of writing, so a simulated kernel
-    /// in the test process can interpret the write before the script goes on (honoured only with the sysfs root above).</summary>
-    public const string ScriptWriterVariable = "GALLIUM_APPLY_SYSFS_WRITER";
 
     public const UnixFileMode FileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
     public const UnixFileMode ScriptMode = FileMode | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
@@ -77,7 +72,7 @@ public sealed class PassthroughPersistence
         for (string? d = dir; !string.IsNullOrEmpty(d) && !Native.TryLstat(d, out _, out _, out _); d = Path.GetDirectoryName(d))
             created.Insert(0, d);
         // Our own config directory is checked too: whoever can replace pci.d can replace the records.
-        if (dir == RecordsDirectory) SecureDirectory.Ensure(Paths.ConfigDirectory, DirectoryMode);
+        if (dir == RecordsDirectory || dir == PendingDirectory) SecureDirectory.Ensure(Paths.ConfigDirectory, DirectoryMode);
         SecureDirectory.Ensure(dir, DirectoryMode);
         narrate?.Invoke($"write {path} (mode {Convert.ToString((int)mode, 8)}, atomic replace)");
         // A leading dot and a non-.rules suffix: udev and the apply script's --all never read a half-written temp file.
@@ -146,9 +141,30 @@ public sealed class PassthroughPersistence
         _ = Native.close(fd);
     }
 
-    /// <summary>The apply script (POSIX sh), with this host's records directory built in. REFERENCE §4.4 order: load
-    /// vfio-pci first (§4.6), set the override before unbinding (§4.1), probe, then check the driver link (§3.6).</summary>
-    public string ScriptContent => ScriptTemplate.Value.Replace("@RECORDS@", ShellQuote(RecordsDirectory), StringComparison.Ordinal);
+    /// <summary>Where unfinished changes are recorded (<see cref="PendingChanges"/>).</summary>
+    public string PendingDirectory => Path.Combine(Paths.ConfigDirectory, PendingChanges.Subdirectory);
+
+    /// <summary>The apply script (POSIX sh) as installed: this host's records and pending directories and /sys built in,
+    /// nothing taken from the environment. REFERENCE §4.4 order: load vfio-pci first (§4.6), set the override before
+    /// unbinding (§4.1), probe, then check the driver link (§3.6).</summary>
+    public string ScriptContent => RenderScript("/sys", kernelSeam: null);
+
+    /// <summary>The apply script with another sysfs root and, when <paramref name="kernelSeam"/> is given, its kernel
+    /// functions (<c>kwrite</c>, <c>load_vfio_pci</c>, <c>syslog</c>) replaced: how a test gets its own copy that talks to a
+    /// simulated kernel. The installed script has no such hook.</summary>
+    internal string RenderScript(string sysfsRoot, string? kernelSeam)
+    {
+        const string begin = "# @SEAM-BEGIN kernel@", end = "# @SEAM-END kernel@";
+        string t = ScriptTemplate.Value;
+        int b = t.IndexOf(begin, StringComparison.Ordinal), e = t.IndexOf(end, StringComparison.Ordinal);
+        if (b < 0 || e < b) throw new InvalidOperationException("The apply script's kernel seam markers are missing.");
+        int bodyStart = t.IndexOf('\n', b) + 1, afterEnd = t.IndexOf('\n', e) + 1;
+        string seam = kernelSeam ?? t[bodyStart..e];
+        t = t[..b] + seam + t[afterEnd..];
+        return t.Replace("@RECORDS@", ShellQuote(RecordsDirectory), StringComparison.Ordinal)
+            .Replace("@PENDING@", ShellQuote(PendingDirectory), StringComparison.Ordinal)
+            .Replace("@SYSFS@", ShellQuote(sysfsRoot), StringComparison.Ordinal);
+    }
 
     private static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 

@@ -49,8 +49,20 @@ public sealed class ReadinessProbe(HostContext host)
         if (!available) problems.Add("The running kernel has no vfio-pci module (not in modules.dep, not built in): install a kernel with VFIO.");
         else if (loaded && !node) problems.Add("vfio-pci is loaded but /dev/vfio/vfio does not exist: check that /dev is a devtmpfs and the vfio module is loaded.");
 
+        // Half-done changes and drift: the host is not in the state its records say, and each needs its repair first.
+        var inventory = new DeviceInventory(_host, new PciIds(null));
+        var (unfinished, unreadable) = inventory.ReadUnfinishedChanges();
+        foreach (var change in unfinished) problems.Add($"{change} and is not repaired yet. {change.Remedy}");
+        foreach (var bad in unreadable) problems.Add(bad.Message);
+        var drifted = enabled
+            ? inventory.ReadAll().Where(d => d.Problem is not null && d.PassthroughState != PassthroughState.Interrupted).ToArray()
+            : [];
+        foreach (var d in drifted) problems.Add($"{d.Address} ({d.PassthroughState}): {d.Problem}");
+
         return new PassthroughReadiness
         {
+            UnfinishedChanges = unfinished,
+            DriftedDevices = drifted,
             IsRoot = root,
             CpuVendor = cpu,
             IsVirtualMachine = vm,

@@ -54,6 +54,12 @@ public sealed record PassthroughReadiness
     public bool VfioPciLoaded { get; init; }
     /// <summary>/dev/vfio/vfio exists (the VFIO container device libvirt requires).</summary>
     public bool VfioDeviceNode { get; init; }
+    /// <summary>Enable/Disable changes that were interrupted (process killed, power lost) and are not repaired yet; the next
+    /// Enable or Disable run as root repairs them first (<see cref="UnfinishedChange.Remedy"/>).</summary>
+    public IReadOnlyList<UnfinishedChange> UnfinishedChanges { get; init; } = [];
+    /// <summary>Devices whose passthrough state has drifted (NotPersisted, Drifted, Interrupted), each with its
+    /// <see cref="PciDevice.Problem"/> naming the command that repairs it.</summary>
+    public IReadOnlyList<PciDevice> DriftedDevices { get; init; } = [];
     /// <summary>One sentence per thing that stands in the way.</summary>
     public IReadOnlyList<string> Problems { get; init; } = [];
 

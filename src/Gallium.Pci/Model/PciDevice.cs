@@ -38,6 +38,9 @@ public sealed record PciDevice
     public PassthroughState PassthroughState { get; init; }
     /// <summary>Names of the VMs whose persistent definition holds this device (filled when libvirt is consulted).</summary>
     public IReadOnlyList<string> AssignedTo { get; init; } = [];
+    /// <summary>What is wrong with the device's passthrough state and the command that repairs it (one sentence); null
+    /// when nothing is (see <see cref="Pci.PassthroughState"/>).</summary>
+    public string? Problem { get; init; }
 
     /// <summary>Sum of the sizes of the 64-bit prefetchable BARs: the space the guest's 64-bit MMIO window must hold.</summary>
     public ulong Bar64Size => Bars.Where(b => b.Is64BitPrefetchable).Aggregate(0UL, (sum, b) => sum + b.Size);

@@ -2,14 +2,6 @@ using Gallium.Pci.Host;
 
 namespace Gallium.Pci.Passthrough;
 
-public enum PassthroughDirection
-{
-    /// <summary>Whole IOMMU group to vfio-pci, persisted.</summary>
-    Enable,
-    /// <summary>Whole IOMMU group back to the host drivers the kernel picks; records removed.</summary>
-    Disable,
-}
-
 /// <summary>What one step does to the host.</summary>
 public enum StepKind
 {

@@ -21,6 +21,7 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 
     protected override void BeginProcessing()
     {
+        base.BeginProcessing();
         string uri = LibvirtUri.Resolve(Uri);
         if (!LibvirtUri.IsLocal(uri))
             ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,

@@ -142,7 +142,7 @@ public sealed class ApplyScriptTests
     }
 
     [Fact]
-    public void Without_the_test_writer_the_script_writes_the_attributes_itself()
+    public void The_installed_kernel_functions_write_the_attributes_themselves()
     {
         // A plain tree (no kernel behind it): the writes land in the files, newline-terminated as echo makes them.
         using var temp = new TempDirectory();
@@ -162,7 +162,7 @@ public sealed class ApplyScriptTests
         File.WriteAllText(Path.Combine(sys, "bus/pci/drivers/e1000e/unbind"), "");
         File.WriteAllText(Path.Combine(sys, "bus/pci/drivers_probe"), "");
 
-        var (code, err) = ScriptRun.RunPlain(store.ScriptPath, sys, "0000:05:00.0");
+        var (code, err) = ScriptRun.RunPlain(store, sys, "0000:05:00.0", temp.Path);
 
         Assert.Equal(1, code);  // nothing rebinds a plain tree: the final check fails, as it should
         Assert.Contains("bound to 'e1000e' after probing", err);
@@ -172,45 +172,42 @@ public sealed class ApplyScriptTests
     }
 }
 
-/// <summary>Runs the apply script with /bin/sh, serving its kernel writes from this process.</summary>
+/// <summary>Runs a test copy of the apply script with /bin/sh, serving its kernel writes from this process. The copy is
+/// rendered by the same code as the installed script, with the simulated sysfs root and a kernel seam that sends each
+/// write (and each module load) over a pair of FIFOs written in; the installed script has no such hook.</summary>
 [SupportedOSPlatform("linux")]
 internal static class ScriptRun
 {
-    public static (int Code, string Stderr) Run(SimHost host, string argument)
+    public static (int Code, string Stderr) Run(SimHost host, string argument) => Run(host, argument, out _);
+
+    public static (int Code, string Stderr) Run(SimHost host, string argument, out string stdout)
     {
         string dir = Path.Combine(host.Kernel.RootDirectory, "script-bridge-" + Guid.NewGuid().ToString("n")[..8]);
         Directory.CreateDirectory(dir);
         string request = Path.Combine(dir, "request"), reply = Path.Combine(dir, "reply");
         Assert.Equal(0, mkfifo(request, 0x180));
         Assert.Equal(0, mkfifo(reply, 0x180));
-        string writer = Path.Combine(dir, "writer");
-        File.WriteAllText(writer, """
-            #!/bin/sh
-            # test bridge: one kernel write (or a module load) per call, answered with the errno
-            printf '%s\n%s\n' "$1" "$2" > "$BRIDGE_REQUEST"
-            read -r errno < "$BRIDGE_REPLY"
-            [ "$errno" = 0 ] || { echo "write $2 > $1: errno $errno" >&2; exit 1; }
-            """);
-        File.WriteAllText(Path.Combine(dir, "modprobe"), """
-            #!/bin/sh
-            # test stand-in for modprobe: asks the simulated kernel to load the last argument
-            for m; do :; done
-            exec "$BRIDGE_WRITER" modprobe "$m"
-            """);
-        File.SetUnixFileMode(writer, PassthroughPersistence.ScriptMode);
-        File.SetUnixFileMode(Path.Combine(dir, "modprobe"), PassthroughPersistence.ScriptMode);
+        string seam = $$"""
+            # test seam: one kernel write (or a module load) per call over the FIFOs, answered with the errno
+            kwrite() {
+                printf '%s\n%s\n' "$1" "$2" > '{{request}}'
+                read -r errno < '{{reply}}'
+                [ "$errno" = 0 ] || { echo "write $2 > $1: errno $errno" >&2; return 1; }
+            }
+            load_vfio_pci() {
+                kwrite modprobe vfio-pci
+            }
+            syslog() { :; }
+
+            """;
+        string copy = Path.Combine(dir, "gallium-vfio-apply");
+        File.WriteAllText(copy, host.Persistence.RenderScript(host.Kernel.SysfsRoot, seam));
 
         var server = new Thread(() => Serve(host.Kernel, request, reply)) { IsBackground = true };
         server.Start();
         try
         {
-            var psi = Start(host.Persistence.ScriptPath, host.Kernel.SysfsRoot, argument);
-            psi.Environment[PassthroughPersistence.ScriptWriterVariable] = writer;
-            psi.Environment["BRIDGE_WRITER"] = writer;
-            psi.Environment["BRIDGE_REQUEST"] = request;
-            psi.Environment["BRIDGE_REPLY"] = reply;
-            psi.Environment["PATH"] = dir + ":" + Environment.GetEnvironmentVariable("PATH");
-            return Execute(psi);
+            return Execute(Start(copy, argument), out stdout);
         }
         finally
         {
@@ -219,24 +216,27 @@ internal static class ScriptRun
         }
     }
 
-    public static (int Code, string Stderr) RunPlain(string script, string sysfsRoot, string argument) =>
-        Execute(Start(script, sysfsRoot, argument));
+    /// <summary>The installed script's own kernel functions, against another sysfs root (a plain tree with no kernel behind it).</summary>
+    public static (int Code, string Stderr) RunPlain(PassthroughPersistence store, string sysfsRoot, string argument, string dir)
+    {
+        string copy = Path.Combine(dir, "gallium-vfio-apply-plain");
+        File.WriteAllText(copy, store.RenderScript(sysfsRoot, kernelSeam: null));
+        return Execute(Start(copy, argument), out _);
+    }
 
-    private static ProcessStartInfo Start(string script, string sysfsRoot, string argument)
+    private static ProcessStartInfo Start(string script, string argument)
     {
         var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         psi.ArgumentList.Add(script);
-        if (argument.Length > 0) psi.ArgumentList.Add(argument);
-        psi.Environment[PassthroughPersistence.ScriptSysfsRootVariable] = sysfsRoot;
-        psi.Environment.Remove(PassthroughPersistence.ScriptWriterVariable);
+        foreach (string a in argument.Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(a);
         return psi;
     }
 
-    private static (int, string) Execute(ProcessStartInfo psi)
+    private static (int, string) Execute(ProcessStartInfo psi, out string stdout)
     {
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
+        stdout = p.StandardOutput.ReadToEnd();
         Assert.True(p.WaitForExit(120_000), "the apply script did not finish");
         return (p.ExitCode, stderr.GetAwaiter().GetResult());
     }
