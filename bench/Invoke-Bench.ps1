@@ -159,7 +159,7 @@ function Invoke-InventoryBench {
             $withBars = @($mine | Where-Object { $_.Bars.Count -gt 0 }).Count
             $withGroup = @($mine | Where-Object { $null -ne $_.IommuGroup }).Count
             $named = @($mine | Where-Object { $_.VendorName -notlike 'Vendor *' -and $_.DeviceName -notlike 'Device *' }).Count
-            $segments = @($mine | ForEach-Object { $_.PciAddress.Domain } | Sort-Object -Unique).Count
+            $segments = @($mine | ForEach-Object { $_.Address.Domain } | Sort-Object -Unique).Count
             # What one inventory asks the kernel seam, counted on the same tree: each path at most once, one listing per function.
             $recorder = [Gallium.Pci.Bench.RecordingSysfs]::new($kernel)
             $ctx = $kernel.CreateContext()
