@@ -38,6 +38,8 @@ param(
     [ValidateRange(3, 101)] [int] $StartupRuns = 21,
     [ValidateRange(1, 51)] [int] $ChangeRuns = 9,
     [ValidateRange(1, 21)] [int] $GuestRuns = 5,
+    # The virsh dumpxml loop dumps every domain up to this many, past it an even sample of this many, scaled.
+    [ValidateRange(10, 100000)] [int] $PeerSample = 300,
     [string] $ResultsDirectory
 )
 
@@ -237,7 +239,22 @@ function Invoke-AssignmentsBench {
         Add-Row 'Inventory: libvirt part of Get-GalliumPciDevice' '0 domains' (Format-Ms $m['Libvirt'].Median) '-' 'included in Get-GalliumPciDevice' 'measured separately' 'n/a'
         $Details.Add("Inventory, libvirt part with no domains (read-only connect to the private libvirtd, one ListAllDomains pass, index): $(Format-Spread $m['Libvirt']).")
 
-        $script:VirshLoop = @('-c', ('uri=''{0}''; n=0; for d in $(virsh -c "$uri" list --all --name); do virsh -c "$uri" dumpxml "$d" >/dev/null && n=$((n+1)); done; echo "$n"' -f $daemon.Uri))
+        # The peer: list the domains, then one `virsh dumpxml` per domain. Past -PeerSample domains the loop dumps an even sample
+        # of them (every k-th name) and its time is scaled to all of them: a full loop at 10,000 domains takes most of an hour
+        # on a loaded machine. Prints: dumped listed list-us loop-us.
+        $loopScript = 'uri=''{0}''; s={1}; t0=$(date +%s%N); names=$(virsh -c "$uri" list --all --name | sed ''/^$/d''); t1=$(date +%s%N); ' +
+            'total=$(printf ''%s\n'' "$names" | sed ''/^$/d'' | wc -l); k=$(( total > s ? (total + s - 1) / s : 1 )); n=0; i=0; ' +
+            'for d in $names; do if [ $((i % k)) -eq 0 ]; then virsh -c "$uri" dumpxml "$d" >/dev/null && n=$((n+1)); fi; i=$((i+1)); done; ' +
+            't2=$(date +%s%N); echo "$n $total $(( (t1 - t0) / 1000 )) $(( (t2 - t1) / 1000 ))"'
+        $script:VirshLoop = @('-c', ($loopScript -f $daemon.Uri, $PeerSample))
+        $script:VirshRun = {
+            $r = Invoke-TimedProcess bash $script:VirshLoop
+            if ($r.ExitCode -ne 0) { throw "The virsh loop exited $($r.ExitCode): $($r.Stderr)" }
+            $n, $total, $listUs, $loopUs = [double[]]($r.Stdout.Trim() -split ' ')
+            # Whole-process time when every domain was dumped; else the listing plus the sampled calls scaled to all domains.
+            $ms = if ($n -ge $total) { $r.Ms } else { ($listUs + $loopUs * $total / $n) / 1000 }
+            [pscustomobject]@{ Ms = $ms; Dumped = $n; Listed = $total }
+        }
         $points = [System.Collections.Generic.List[object]]::new()
         $defined = 0
         foreach ($target in ($DomainCounts | Sort-Object)) {
@@ -254,14 +271,14 @@ function Invoke-AssignmentsBench {
             # Both must see every domain.
             $mine = @(Get-GalliumVmPciDevice -Uri $daemon.Uri)
             if ($mine.Count -ne $target * $HostdevsPerDomain) { throw "Get-GalliumVmPciDevice listed $($mine.Count) assignments, expected $($target * $HostdevsPerDomain)." }
-            $loop = Invoke-TimedProcess bash $script:VirshLoop
-            if ([int]$loop.Stdout.Trim() -ne $target) { throw "The virsh loop dumped $($loop.Stdout.Trim()) domains, expected $target." }
+            $loop = & $script:VirshRun
+            if ($loop.Listed -ne $target -or $loop.Dumped -lt [math]::Min($target, $PeerSample)) { throw "The virsh loop listed $($loop.Listed) domains and dumped $($loop.Dumped), expected $target." }
 
             # The virsh loop starts two processes per domain: at 10,000 domains one run takes minutes.
             $warmup, $runs = if ($target -ge 5000) { 0, 3 } elseif ($target -ge 1000) { 1, 3 } else { 1, 5 }
             $m = Measure-Interleaved -Warmup $warmup -Runs $runs -Candidates ([ordered]@{
                 Gallium = { $sw = [Diagnostics.Stopwatch]::StartNew(); $script:Assignments = Get-GalliumVmPciDevice -Uri $script:BenchUri; $sw.Elapsed.TotalMilliseconds }
-                virsh   = { Invoke-TimedProcess bash $script:VirshLoop }
+                virsh   = { & $script:VirshRun }
                 List    = { Measure-LibvirtListing $script:BenchUri }
             })
             $Raw["Assignments$target"] = $m
@@ -270,8 +287,9 @@ function Invoke-AssignmentsBench {
             Add-Row 'Assignments: Get-GalliumVmPciDevice vs virsh dumpxml loop' "$target domains, $HostdevsPerDomain hostdevs each" `
                 (Format-Ms $g) (Format-Ms $v) (Format-Ratio $g $v) '>= 10x faster' (YesNo ($v / $g -ge 10))
             Add-Row 'Inventory: libvirt part of Get-GalliumPciDevice' "$target domains" (Format-Ms $m['List'].Median) '-' 'included in Get-GalliumPciDevice' 'measured separately' 'n/a'
+            $peerHow = if ($loop.Dumped -lt $target) { "virsh list + dumpxml of an even sample of $($loop.Dumped) domains, scaled to all $target" } else { 'virsh loop' }
             $Details.Add("Assignments, $target domains (defined in $(Format-Ms $defineMs); load $(Get-LoadAverage)): Get-GalliumVmPciDevice " +
-                "$(Format-Spread $m['Gallium']) for $($mine.Count) assignments with MMIO sizing; virsh loop $(Format-Spread $m['virsh']); " +
+                "$(Format-Spread $m['Gallium']) for $($mine.Count) assignments with MMIO sizing; $peerHow $(Format-Spread $m['virsh']); " +
                 "of which connect + one listing with every domain's XML + hostdev index (also what Get-GalliumPciDevice adds with this many VMs): $(Format-Spread $m['List']).")
         }
         Add-PerItemRow 'Assignments: cost per domain (us), Get-GalliumVmPciDevice / virsh loop' 'domain' $points 'Assignments'
@@ -597,7 +615,7 @@ foreach ($b in $AllBenchmarks) {
 $Machine['LoadAtEnd'] = Get-LoadAverage
 $elapsed = [DateTime]::UtcNow - $started
 $command = 'dotnet pwsh ./build.ps1 -Task Bench'
-$chosen = 'Benchmark', 'Functions', 'Domains', 'StartupRuns', 'ChangeRuns', 'GuestRuns', 'HostdevsPerDomain' | Where-Object { $PSBoundParameters.ContainsKey($_) }
+$chosen = 'Benchmark', 'Functions', 'Domains', 'StartupRuns', 'ChangeRuns', 'GuestRuns', 'HostdevsPerDomain', 'PeerSample' | Where-Object { $PSBoundParameters.ContainsKey($_) }
 if ($chosen) {
     $command = "dotnet pwsh -NoProfile -File bench/Invoke-Bench.ps1 -ModulePath $ModulePath" + (($chosen | ForEach-Object {
         $v = Get-Variable -Name $(switch ($_) { 'Benchmark' { 'Benchmarks' } 'Functions' { 'FunctionCounts' } 'Domains' { 'DomainCounts' } default { $_ } }) -ValueOnly
