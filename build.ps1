@@ -3,7 +3,8 @@
 .SYNOPSIS
     Builds, tests, documents, benchmarks and packages Gallium.PciPassthrough.
 .DESCRIPTION
-    Build    compiles the solution and lays the module out in out/Gallium.PciPassthrough (manifest, assemblies,
+    Build    compiles the solution and lays the module out in out/Gallium.PciPassthrough (manifest, assemblies (Release:
+             precompiled ReadyToRun for the building pwsh's runtime, tools/ReadyToRun),
              format file, MAML help made from docs/en-US).
     Test     Build, prepares the host (apt packages, a libvirtd) when it can, then runs xUnit, the Pester suites in a
              child pwsh against out/, and the real-kernel suite inside the QEMU guest; ends with "N passed, N failed".
