@@ -139,16 +139,19 @@ function Invoke-Test {
         $totals['NoIommu'] = Invoke-PesterSuite 'Pester RealKernelNoIommu (inside the QEMU guest booted with intel_iommu=off)' $noIommu
         # Issue 7's proof of persistence: three guest boots against one disk (Enable survives a reboot, Disable too).
         $totals['Reboot'] = Invoke-PesterSuite 'Reboot persistence (three guest boots, one disk)' @('bash', (Join-Path $Root 'tests/guest/reboot-test.sh'), '--module', $ModuleOut)
+        # Issue 11's proofs: SIGKILL after each kernel write and Ctrl+C mid-change, then a power cut and two reboots.
+        $totals['Interrupt'] = Invoke-PesterSuite 'Interruption (kills, Ctrl+C, a power cut) on the real kernel' @('bash', (Join-Path $Root 'tests/guest/interruption-test.sh'), '--module', $ModuleOut)
         # Issue 6's proof: the same large BAR unassigned without the fix and assigned with it, booted under OVMF by libvirt.
         $totals['LargeBar'] = Invoke-PesterSuite 'Large-BAR boot proof (OVMF guests under a real libvirtd)' @('bash', (Join-Path $Root 'tests/mmio/boot-proof.sh'))
     }
 
     Write-Host "`n=== Summary ==="
-    foreach ($k in $totals.Keys) { Write-Host ("{0,-8} {1} passed, {2} failed, {3} skipped" -f $k, $totals[$k].Passed, $totals[$k].Failed, $totals[$k].Skipped) }
+    foreach ($k in $totals.Keys) { Write-Host ("{0,-9} {1} passed, {2} failed, {3} skipped" -f $k, $totals[$k].Passed, $totals[$k].Failed, $totals[$k].Skipped) }
     $p = ($totals.Values | Measure-Object -Sum Passed).Sum
     $f = ($totals.Values | Measure-Object -Sum Failed).Sum
     $s = ($totals.Values | Measure-Object -Sum Skipped).Sum
-    Write-Host "$p passed, $f failed, $s skipped"
+    if ($s -gt 0) { Write-Host "$s skipped (each skip printed its reason above)" }
+    Write-Host "$p passed, $f failed"
     if ($f -gt 0) { exit 1 }
 }
 

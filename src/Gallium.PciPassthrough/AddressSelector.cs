@@ -15,15 +15,17 @@ internal sealed class AddressSelector
     public IReadOnlyList<(string Text, PciAddress Address)> Literals => _literals;
     public bool HasPatterns => _patterns.Count > 0;
 
-    /// <summary>Builds the selector; malformed literals are handed to <paramref name="invalid"/> and left out.</summary>
-    public static AddressSelector Create(IEnumerable<string> inputs, Action<PciAddressInvalidException> invalid)
+    /// <summary>Builds the selector; malformed literals and patterns are handed to <paramref name="invalid"/> and left out.</summary>
+    public static AddressSelector Create(IEnumerable<string> inputs, Action<GalliumException> invalid)
     {
         var s = new AddressSelector();
         foreach (string raw in inputs)
         {
             string text = raw.Trim();
             if (WildcardPattern.ContainsWildcardCharacters(text))
-                s._patterns.Add(WildcardPattern.Get(text, WildcardOptions.IgnoreCase | WildcardOptions.CultureInvariant));
+            {
+                if (Patterns.Compile("Address", text, invalid) is { } pattern) s._patterns.Add(pattern);
+            }
             else if (PciAddress.TryParse(text, out var address))
                 s._literals.Add((text, address));
             else

@@ -29,7 +29,11 @@ public sealed partial class SimulatedKernel
             if (errno == 0) errno = InjectedFault(path, resolved!) ?? (value.Length == 0 ? 0 : Interpret(resolved!, value, out blocked));
             _writes.Add(new KernelWrite(path, resolved ?? path, value, errno));
         }
-        if (errno == 0) return;
+        if (errno == 0)
+        {
+            AfterWrite();
+            return;
+        }
         string shown = value.TrimEnd('\n');
         if (blocked)
         {

@@ -227,6 +227,48 @@ public sealed partial class SimulatedKernel : ISysfs, IProcfs, IDevfs, IKernelMo
         }
     }
 
+    /// <summary>The writing process dies right after the <paramref name="n"/>-th successful write from now: the write is
+    /// made, then <see cref="SimulatedProcessDeathException"/> unwinds the writer, which (like SIGKILL or the OOM killer)
+    /// gets to run no undo. Only what the kernel and the disk already hold is left, for the next command to find.</summary>
+    public void DieAfterWrite(int n)
+    {
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), "n counts writes from 1.");
+        lock (_gate) _dieAfter = n;
+    }
+
+    /// <summary>The <paramref name="n"/>-th successful write from now returns only once <paramref name="release"/> is set,
+    /// after setting <paramref name="reached"/>: a test can stop the command (PowerShell.Stop()) while it is mid-change.</summary>
+    public void PauseAfterWrite(int n, ManualResetEventSlim reached, ManualResetEventSlim release)
+    {
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), "n counts writes from 1.");
+        lock (_gate) _pause = (n, reached, release);
+    }
+
+    private int _dieAfter;
+    private (int Remaining, ManualResetEventSlim Reached, ManualResetEventSlim Release)? _pause;
+
+    /// <summary>Runs outside the kernel's lock after each successful write: the death and pause faults.</summary>
+    private void AfterWrite()
+    {
+        bool die = false;
+        (ManualResetEventSlim Reached, ManualResetEventSlim Release)? pause = null;
+        lock (_gate)
+        {
+            if (_dieAfter > 0 && --_dieAfter == 0) die = true;
+            if (_pause is { } p)
+            {
+                if (p.Remaining <= 1) { pause = (p.Reached, p.Release); _pause = null; }
+                else _pause = (p.Remaining - 1, p.Reached, p.Release);
+            }
+        }
+        if (pause is { } wait)
+        {
+            wait.Reached.Set();
+            wait.Release.Wait();
+        }
+        if (die) throw new SimulatedProcessDeathException();
+    }
+
     /// <summary>Disarms every fault: pending write failures, held devices, claimed groups, wrong drivers, module failures.</summary>
     public void ClearFaults()
     {
@@ -234,6 +276,8 @@ public sealed partial class SimulatedKernel : ISysfs, IProcfs, IDevfs, IKernelMo
         {
             _countdowns.Clear(); _suffixFaults.Clear(); _held.Clear(); _claimedGroups.Clear(); _wrongDriver.Clear();
             _config.LoadFailures.Clear();
+            _dieAfter = 0;
+            _pause = null;
         }
     }
 
@@ -302,3 +346,8 @@ public sealed partial class SimulatedKernel : ISysfs, IProcfs, IDevfs, IKernelMo
 
     private SimDriver? LoadedDriver(string name) => _drivers.FirstOrDefault(d => d.Loaded && d.Name == name);
 }
+
+/// <summary>Stands in for the writing process being killed (SIGKILL, the OOM killer, power loss) in tests that run the
+/// writer in-process. The runner treats OutOfMemoryException as the end of the process — it attempts no undo and leaves
+/// its unfinished-change record — which is exactly what a killed process leaves behind.</summary>
+public sealed class SimulatedProcessDeathException() : OutOfMemoryException("simulated: the process was killed right after this write");

@@ -33,6 +33,9 @@ if [ "$PERSIST" = 1 ]; then
         insmod "/lib/modules/$ver/$ko" $opts 2>/dev/null || { [ "$VERBOSE" = 1 ] && say "insmod $ko failed (ignored)"; }
     done < /etc/disk-modules
     for _ in $(seq 1 100); do [ -b /dev/sda ] && break; sleep 0.1; done
+    # QEMU 7.2's IDE/AHCI DMA can abort on large scatter-gather requests ("ide_dma_cb: Assertion `prep_size >= 0 &&
+    # prep_size <= n * 512' failed", seen after an ext4 journal replay): small requests avoid that path.
+    echo 64 > /sys/block/sda/queue/max_sectors_kb 2>/dev/null || :
     mount -t ext4 /dev/sda /mnt/persist || die "cannot mount the persistent disk (/dev/sda, ext4)"
     mkdir -p /mnt/persist/gallium /mnt/persist/libvirt/etc-qemu /mnt/persist/libvirt/var-lib /mnt/persist/libvirt/var-cache
     [ "$VERBOSE" = 1 ] && say "persistent disk mounted at $(cut -d' ' -f1 /proc/uptime)s"

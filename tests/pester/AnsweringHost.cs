@@ -15,6 +15,8 @@ namespace Gallium.PesterSupport
         private readonly AnsweringUI _ui;
         public AnsweringHost(string answerLabel) { _ui = new AnsweringUI(answerLabel); }
         public List<string> Prompts => _ui.Prompts;
+        /// <summary>Every line written to this host's UI (warnings prefixed "WARNING: "), e.g. by a cmdlet whose pipeline is stopping.</summary>
+        public List<string> Lines => _ui.Lines;
         public override CultureInfo CurrentCulture => CultureInfo.InvariantCulture;
         public override CultureInfo CurrentUICulture => CultureInfo.InvariantCulture;
         public override Guid InstanceId { get; } = Guid.NewGuid();
@@ -33,6 +35,7 @@ namespace Gallium.PesterSupport
         private readonly string _answer;
         public AnsweringUI(string answerLabel) { _answer = answerLabel; }
         public List<string> Prompts { get; } = new List<string>();
+        public List<string> Lines { get; } = new List<string>();
         public override PSHostRawUserInterface RawUI => null!;
 
         // ShouldProcess asks with the choices Yes, Yes to All, No, No to All, Suspend: pick the scripted one by label.
@@ -49,13 +52,13 @@ namespace Gallium.PesterSupport
         public override PSCredential PromptForCredential(string caption, string message, string userName, string targetName, PSCredentialTypes allowedCredentialTypes, PSCredentialUIOptions options) => throw new NotSupportedException();
         public override string ReadLine() => throw new NotSupportedException();
         public override SecureString ReadLineAsSecureString() => throw new NotSupportedException();
-        public override void Write(string value) { }
-        public override void Write(ConsoleColor foregroundColor, ConsoleColor backgroundColor, string value) { }
-        public override void WriteLine(string value) { }
-        public override void WriteErrorLine(string value) { }
+        public override void Write(string value) { lock (Lines) Lines.Add(value); }
+        public override void Write(ConsoleColor foregroundColor, ConsoleColor backgroundColor, string value) { lock (Lines) Lines.Add(value); }
+        public override void WriteLine(string value) { lock (Lines) Lines.Add(value); }
+        public override void WriteErrorLine(string value) { lock (Lines) Lines.Add("ERROR: " + value); }
         public override void WriteDebugLine(string message) { }
         public override void WriteProgress(long sourceId, ProgressRecord record) { }
         public override void WriteVerboseLine(string message) { }
-        public override void WriteWarningLine(string message) { }
+        public override void WriteWarningLine(string message) { lock (Lines) Lines.Add("WARNING: " + message); }
     }
 }

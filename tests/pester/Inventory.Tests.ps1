@@ -75,6 +75,25 @@ Describe 'Get-GalliumPciDevice on a simulated host' {
         $errs[0].TargetObject | Should -Be $Text
     }
 
+    It 'reports a wildcard that does not parse as <Id> (InvalidArgument), non-terminating, and goes on' -TestCases @(
+        @{ Parameter = 'Driver'; Value = '['; Id = 'DriverPatternInvalid' }
+        @{ Parameter = 'Class'; Value = '['; Id = 'ClassPatternInvalid' }
+        @{ Parameter = 'Address'; Value = '0000:0[1:00.0'; Id = 'AddressPatternInvalid' }
+    ) {
+        param($Parameter, $Value, $Id)
+        $errors = $null
+        $splat = @{ $Parameter = $Value }
+        $out = @(Get-GalliumPciDevice @splat -ErrorVariable errors -ErrorAction SilentlyContinue)
+        $out.Count | Should -Be 0
+        $errors.Count | Should -Be 1
+        $errors[0].FullyQualifiedErrorId | Should -BeLike "$Id,*"
+        $errors[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $errors[0].Exception.Message | Should -Match "-$Parameter"
+        # Non-terminating: a valid pattern next to it still filters.
+        $splat[$Parameter] = @($Value, $(if ($Parameter -eq 'Address') { '01:00.*' } elseif ($Parameter -eq 'Class') { 'Display' } else { 'nvidia' }))
+        @(Get-GalliumPciDevice @splat -ErrorAction SilentlyContinue).Count | Should -BeGreaterThan 0
+    }
+
     It 'takes addresses, devices and IOMMU groups from the pipeline' {
         @($H::Gpu, $H::FreeNic | Get-GalliumPciDevice).Count | Should -Be 2
         "$((Get-GalliumPciDevice -Address $H::FreeNic | Get-GalliumPciDevice).Address)" | Should -Be $H::FreeNic

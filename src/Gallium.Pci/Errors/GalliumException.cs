@@ -84,3 +84,21 @@ public static class Errnos
         ETIMEDOUT => "ETIMEDOUT", _ => $"errno {errno}",
     };
 }
+
+/// <summary>A wildcard pattern given to a parameter (-Address, -Class, -Driver, -VmName) does not parse, e.g. an unclosed
+/// '['. The id names the parameter: <c>AddressPatternInvalid</c>, <c>ClassPatternInvalid</c>, <c>DriverPatternInvalid</c>,
+/// <c>VmNamePatternInvalid</c>.</summary>
+public sealed class PatternInvalidException : GalliumException
+{
+    public PatternInvalidException(string parameter, string pattern, string reason)
+        : base($"{parameter}PatternInvalid", ErrorKind.InvalidArgument,
+            $"-{parameter} '{pattern}' is not a valid wildcard pattern: {reason}", pattern)
+    {
+        Parameter = parameter;
+        Pattern = pattern;
+        RecommendedAction = "Use * and ? as wildcards, close every '[' with ']', and write a literal [ or ] as `[ or `].";
+    }
+
+    public string Parameter { get; }
+    public string Pattern { get; }
+}

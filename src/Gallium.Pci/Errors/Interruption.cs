@@ -28,7 +28,7 @@ public sealed class Interruption
     {
         if (_cause is not null || _narrate is null) return;
         try { _narrate(message); }
-        catch (Exception e) { _cause = ExceptionDispatchInfo.Capture(e); }
+        catch (Exception e) when (e is not OutOfMemoryException) { _cause = ExceptionDispatchInfo.Capture(e); }
     }
 
     /// <summary>Passes a warning on; never throws (a throwing callback is a stop request, as for <see cref="Say"/>).</summary>
@@ -36,7 +36,7 @@ public sealed class Interruption
     {
         if (_cause is not null || _warn is null) return;
         try { _warn(message); }
-        catch (Exception e) { _cause = ExceptionDispatchInfo.Capture(e); }
+        catch (Exception e) when (e is not OutOfMemoryException) { _cause = ExceptionDispatchInfo.Capture(e); }
     }
 
     /// <summary>Whether the caller asked to stop: a narration callback threw, or the token was cancelled.</summary>

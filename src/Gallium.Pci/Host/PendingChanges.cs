@@ -87,6 +87,11 @@ public sealed class PendingChanges
         b.Append("pid ").Append(change.ProcessId.ToString(CultureInfo.InvariantCulture)).Append('\n');
         b.Append("boot ").Append(Token(change.BootId)).Append('\n');
         b.Append("started ").Append(change.Started.UtcDateTime.ToString("O", CultureInfo.InvariantCulture)).Append('\n');
+        foreach (string dir in change.AbsentDirectories)
+        {
+            if (dir.Contains('\n', StringComparison.Ordinal)) throw new ArgumentException($"A directory name with a newline cannot be recorded: {dir}", nameof(change));
+            b.Append("absent ").Append(dir).Append('\n');
+        }
         foreach (var m in change.Members)
         {
             b.Append("member ").Append(m.Address).Append(" driver=").Append(Token(m.Driver)).Append(" override=").Append(Token(m.DriverOverride))
@@ -102,12 +107,14 @@ public sealed class PendingChanges
         int? group = null, pid = null;
         DateTimeOffset started = default;
         var members = new List<UnfinishedMember>();
+        var absent = new List<string>();
         int lineNo = 0;
         foreach (string raw in text.Split('\n'))
         {
             lineNo++;
             string line = raw.TrimEnd('\r');
             if (line.Length == 0 || line[0] == '#') continue;
+            if (line.StartsWith("absent /", StringComparison.Ordinal)) { absent.Add(line["absent ".Length..]); continue; }
             string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             PendingChangeUnreadableException Bad(string why) => new(path, $"line {lineNo}: {why}");
             switch (f[0])
@@ -154,6 +161,7 @@ public sealed class PendingChanges
             BootId = boot,
             Started = started,
             Members = members,
+            AbsentDirectories = absent,
             Path = path,
         };
     }

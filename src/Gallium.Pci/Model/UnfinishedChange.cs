@@ -28,6 +28,9 @@ public sealed record UnfinishedChange
     public string? BootId { get; init; }
     /// <summary>Each endpoint of the group as it was before the change.</summary>
     public required IReadOnlyList<UnfinishedMember> Members { get; init; }
+    /// <summary>The module's state directories (and the apply script) that did not exist when the change began: a repair
+    /// that goes back removes them again (a directory when empty, the script when no record is left), outermost first.</summary>
+    public IReadOnlyList<string> AbsentDirectories { get; init; } = [];
     /// <summary>The file the change is recorded in.</summary>
     public string Path { get; init; } = "";
 
@@ -38,5 +41,5 @@ public sealed record UnfinishedChange
           + $"returns IOMMU group {IommuGroup} to how it was before the interrupted {Direction}, then does what it was asked.";
 
     public override string ToString() =>
-        $"An {Direction} of IOMMU group {IommuGroup} (PID {ProcessId}, {Started:u}) was interrupted";
+        $"{(Direction == PassthroughDirection.Enable ? "An Enable" : "A Disable")} of IOMMU group {IommuGroup} (PID {ProcessId}, {Started.UtcDateTime:u}) was interrupted";
 }

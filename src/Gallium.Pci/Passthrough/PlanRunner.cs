@@ -111,7 +111,19 @@ public sealed class PlanRunner
                 _persistence.ReadFile(_persistence.RecordPath(m.Address)) is not null,
                 _persistence.ReadFile(_persistence.RulePath(m.Address)) is not null))
             .ToArray(),
+        AbsentDirectories = AbsentStateDirectories(),
     };
+
+    /// <summary>The state directories (and their parents) that do not exist yet, outermost first: a repair that goes back
+    /// removes what the change created, as a rollback does.</summary>
+    private IReadOnlyList<string> AbsentStateDirectories()
+    {
+        var absent = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (string dir in new[] { _persistence.RecordsDirectory, _persistence.PendingDirectory, _host.Paths.UdevRulesDirectory, _host.Paths.LibexecDirectory })
+            for (string? d = dir; !string.IsNullOrEmpty(d) && !Directory.Exists(d) && !File.Exists(d); d = Path.GetDirectoryName(d)) absent.Add(d);
+        if (!File.Exists(_persistence.ScriptPath)) absent.Add(_persistence.ScriptPath);
+        return absent.OrderBy(d => d.Count(c => c == '/')).ThenBy(d => d, StringComparer.Ordinal).ToArray();
+    }
 
     private void EnsureVfioPci(PassthroughPlan plan, Interruption say)
     {

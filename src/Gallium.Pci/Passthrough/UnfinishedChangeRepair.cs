@@ -34,7 +34,11 @@ internal sealed class UnfinishedChangeRepair
     public IReadOnlyList<RepairedChange> RepairAll(Interruption say)
     {
         var changes = _pending.ReadAll();  // an unreadable record stops us: repairing from a guess could undo the wrong thing
-        if (changes.Count == 0) return [];
+        if (changes.Count == 0)
+        {
+            RemoveCrashLeftovers(say);
+            return [];
+        }
         if (!_host.Identity.IsRoot) throw new RootRequiredException($"IOMMU group {changes[0].IommuGroup}");
         var repaired = new List<RepairedChange>();
         foreach (var change in changes)
@@ -43,7 +47,28 @@ internal sealed class UnfinishedChangeRepair
             say.Warn(result.Summary);
             repaired.Add(result);
         }
+        RemoveCrashLeftovers(say);
         return repaired;
+    }
+
+    /// <summary>What a process killed inside an atomic file write leaves: its temp file (".name.&lt;32 hex&gt;.tmp", never read
+    /// by udev or the apply script), and an empty pending directory made for a record it did not get to write.</summary>
+    private void RemoveCrashLeftovers(Interruption say)
+    {
+        if (!_host.Identity.IsRoot) return;
+        foreach (string dir in new[] { _persistence.RecordsDirectory, _pending.Directory, _host.Paths.UdevRulesDirectory, _host.Paths.LibexecDirectory })
+        {
+            if (!Directory.Exists(dir)) continue;
+            foreach (string path in Directory.EnumerateFiles(dir, ".*.tmp"))
+            {
+                string name = Path.GetFileName(path);
+                int dot = name.Length - ".tmp".Length - 33;
+                if (dot > 1 && name[dot] == '.' && name.AsSpan(dot + 1, 32).ContainsAnyExcept("0123456789abcdef") == false)
+                    _persistence.RemoveFile(path, say.Say);
+            }
+        }
+        if (Directory.Exists(_pending.Directory) && !Directory.EnumerateFileSystemEntries(_pending.Directory).Any())
+            _persistence.RemoveEmptyDirectories([_pending.Directory], say.Say);
     }
 
     private RepairedChange Repair(UnfinishedChange change, Interruption say)
@@ -64,7 +89,11 @@ internal sealed class UnfinishedChangeRepair
         var back = present.Select(m => IsBack(m)).OfType<string>().ToList();
         if (problems.Count == 0 && back.Count == 0)
         {
-            _pending.Remove(change.IommuGroup, say.Say);
+            // The apply script the change installed goes again unless some record (of another group) still needs it.
+            if (change.AbsentDirectories.Contains(_persistence.ScriptPath) && _persistence.RecordedDevices().Count == 0
+                && _persistence.ReadFile(_persistence.ScriptPath) is not null)
+                _persistence.RemoveFile(_persistence.ScriptPath, say.Say);
+            _pending.Remove(change.IommuGroup, say.Say, change.AbsentDirectories.Where(d => d != _persistence.ScriptPath).ToArray());
             return new RepairedChange(change, true,
                 $"{what}; returned it to how it was before: {string.Join(", ", present.Select(Describe).DefaultIfEmpty("no member is left"))}.");
         }
@@ -78,7 +107,7 @@ internal sealed class UnfinishedChangeRepair
         var done = present.Select(m => IsDone(m.Address, enable)).OfType<string>().ToList();
         if (forward.Count == 0 && done.Count == 0)
         {
-            _pending.Remove(change.IommuGroup, say.Say);
+            _pending.Remove(change.IommuGroup, say.Say, change.AbsentDirectories.Where(d => d == _pending.Directory).ToArray());
             return new RepairedChange(change, false,
                 $"{what}; going back failed ({string.Join("; ", problems.Concat(back))}), so the {change.Direction} was completed: "
                 + string.Join(", ", present.Select(m => $"{m.Address} on {_binder.CurrentDriver(m.Address) ?? "no driver"}")) + ".");

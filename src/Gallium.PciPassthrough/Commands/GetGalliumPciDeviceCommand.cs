@@ -80,8 +80,23 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
         return devices;
     }
 
+    private IReadOnlyList<ClassFilter>? _classes;
+    private IReadOnlyList<WildcardPattern>? _drivers;
+
     protected override void ProcessRecord()
     {
+        // Filters compile once; a pattern that does not parse is reported once and filters nothing (like a missing literal).
+        if (Class is not null && _classes is null)
+        {
+            _classes = Class.Select(c => ClassFilter.Create(c, WriteError)).OfType<ClassFilter>().ToArray();
+            if (_classes.Count == 0) return;
+        }
+        if (Driver is not null && _drivers is null)
+        {
+            _drivers = Driver.Select(d => Patterns.Compile(nameof(Driver), d, WriteError)).OfType<WildcardPattern>().ToArray();
+            if (_drivers.Count == 0) return;
+        }
+        if (_classes is { Count: 0 } || _drivers is { Count: 0 }) return;
         _devices ??= ReadDevices();
         var selector = Address is null ? null : AddressSelector.Create(Address, WriteError);
         if (selector is { Literals.Count: 0, HasPatterns: false }) return; // every address was malformed: already reported
@@ -96,8 +111,8 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
             if (selector is not null && !selector.Matches(device.Address)) continue;
             if (IommuGroup is not null && (device.IommuGroup is not int g || !IommuGroup.Contains(g))) continue;
             if (InputObject is not null && (device.IommuGroup is not int ig || !InputObject.Any(x => x.Id == ig))) continue;
-            if (Class is not null && !Class.Any(c => ClassFilter.Matches(c, device))) continue;
-            if (Driver is not null && !Driver.Any(d => WildcardPattern.Get(d, WildcardOptions.IgnoreCase).IsMatch(device.Driver ?? ""))) continue;
+            if (_classes is not null && !_classes.Any(c => c.Matches(device))) continue;
+            if (_drivers is not null && !_drivers.Any(d => d.IsMatch(device.Driver ?? ""))) continue;
             if (PassthroughState is not null && !PassthroughState.Contains(device.PassthroughState)) continue;
             WriteObject(device);
         }
@@ -105,18 +120,32 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
 }
 
 /// <summary>-Class accepts a class name or its start ("Display", "VGA*"), or a hex class code prefix ("03", "0x0300").</summary>
-internal static class ClassFilter
+internal sealed class ClassFilter
 {
-    public static bool Matches(string filter, PciDevice device)
+    private readonly string? _hexPrefix;
+    private readonly WildcardPattern _pattern;
+
+    private ClassFilter(string? hexPrefix, WildcardPattern pattern)
+    {
+        _hexPrefix = hexPrefix;
+        _pattern = pattern;
+    }
+
+    /// <summary>The filter, or null (reported as ClassPatternInvalid) when its pattern does not parse.</summary>
+    public static ClassFilter? Create(string filter, Action<GalliumException> invalid)
     {
         string f = filter.Trim();
-        string hex = device.ClassCode.ToString("x6", System.Globalization.CultureInfo.InvariantCulture);
         string hexFilter = f.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? f[2..] : f;
-        if (hexFilter.Length is > 0 and <= 6 && hexFilter.All(char.IsAsciiHexDigit) && hexFilter.Length % 2 == 0
-            && hex.StartsWith(hexFilter, StringComparison.OrdinalIgnoreCase))
+        string? hex = hexFilter.Length is > 0 and <= 6 && hexFilter.All(char.IsAsciiHexDigit) && hexFilter.Length % 2 == 0 ? hexFilter : null;
+        var pattern = Patterns.Compile("Class", WildcardPattern.ContainsWildcardCharacters(f) ? f : f + "*", invalid);
+        return pattern is null ? null : new ClassFilter(hex, pattern);
+    }
+
+    public bool Matches(PciDevice device)
+    {
+        if (_hexPrefix is not null
+            && device.ClassCode.ToString("x6", System.Globalization.CultureInfo.InvariantCulture).StartsWith(_hexPrefix, StringComparison.OrdinalIgnoreCase))
             return true;
-        var pattern = WildcardPattern.Get(WildcardPattern.ContainsWildcardCharacters(f) ? f : f + "*",
-            WildcardOptions.IgnoreCase | WildcardOptions.CultureInvariant);
-        return pattern.IsMatch(device.ClassName) || pattern.IsMatch(device.BaseClassName);
+        return _pattern.IsMatch(device.ClassName) || _pattern.IsMatch(device.BaseClassName);
     }
 }

@@ -170,6 +170,139 @@ public sealed class ApplyScriptTests
         Assert.Equal("0000:05:00.0\n", File.ReadAllText(Path.Combine(sys, "bus/pci/drivers/e1000e/unbind")));
         Assert.Equal("0000:05:00.0\n", File.ReadAllText(Path.Combine(sys, "bus/pci/drivers_probe")));
     }
+    [Fact]
+    public void Wants_answers_vfio_pci_for_a_recorded_device_and_nothing_for_others()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic);
+        var (code, _) = ScriptRun.Run(host, "--wants " + StandardHost.FreeNic, out string yes);
+        Assert.Equal(0, code);
+        Assert.Equal("vfio-pci\n", yes);
+        ScriptRun.Run(host, "--wants " + StandardHost.Gpu, out string no);
+        Assert.Equal("", no);
+        Assert.Equal(2, ScriptRun.Run(host, "--wants ../../etc", out _).Code);
+        Assert.Empty(host.Kernel.Writes);
+    }
+
+    [Theory]
+    [InlineData(false, "")]          // an interrupted Enable: its members were not recorded before it, so none is applied
+    [InlineData(true, "vfio-pci\n")] // an interrupted Disable: they were, so every one is, record or not
+    public void A_device_in_an_unfinished_change_follows_the_changes_start_state_not_its_record(bool recordedAtStart, string expected)
+    {
+        using var host = new SimHost();
+        if (!recordedAtStart) Record(host, StandardHost.Gpu);  // half an Enable's records, written before the kill
+        else Record(host);                                     // a Disable killed after removing the records
+        var pending = new PendingChanges(host.Persistence);
+        pending.Write(new UnfinishedChange
+        {
+            IommuGroup = 12, Direction = recordedAtStart ? PassthroughDirection.Disable : PassthroughDirection.Enable,
+            ProcessId = 1, Started = DateTimeOffset.UtcNow,
+            Members = [new UnfinishedMember(A(StandardHost.Gpu), "nvidia", null, recordedAtStart, recordedAtStart),
+                       new UnfinishedMember(A(StandardHost.GpuAudio), "snd_hda_intel", null, recordedAtStart, recordedAtStart)],
+        });
+        ScriptRun.Run(host, "--wants " + StandardHost.Gpu, out string gpu);
+        ScriptRun.Run(host, "--wants " + StandardHost.GpuAudio, out string audio);
+        Assert.Equal(expected, gpu);
+        Assert.Equal(expected, audio);
+        var (code, err) = ScriptRun.Run(host, "--all");
+        Assert.True(code == 0, err);
+        string want = recordedAtStart ? "vfio-pci" : "nvidia";
+        Assert.Equal(want, host.Driver(StandardHost.Gpu));
+        Assert.Equal(recordedAtStart ? "vfio-pci" : "snd_hda_intel", host.Driver(StandardHost.GpuAudio));
+    }
+
+    [Fact]
+    public void A_symlinked_record_is_ignored_and_what_it_points_at_is_never_printed()
+    {
+        using var host = new SimHost();
+        Record(host);
+        string secret = Path.Combine(host.Kernel.RootDirectory, "secret");
+        File.WriteAllText(secret, "vfio-pci\nroot-password-hash\n");
+        Directory.CreateDirectory(host.Persistence.RecordsDirectory, PassthroughPersistence.ScriptMode);
+        File.CreateSymbolicLink(host.Persistence.RecordPath(A(StandardHost.FreeNic)), secret);
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic, out string stdout);
+        Assert.Equal(0, code);
+        Assert.Contains("its record is a symbolic link; ignored", err);
+        Assert.DoesNotContain("root-password-hash", err + stdout);
+        Assert.Empty(host.Kernel.Writes);
+    }
+
+    [Fact]
+    public void A_record_with_other_content_is_ignored_without_echoing_it()
+    {
+        using var host = new SimHost();
+        Record(host);
+        host.Persistence.WriteFile(host.Persistence.RecordPath(A(StandardHost.FreeNic)), "$(reboot)\u001b[2J\n", PassthroughPersistence.FileMode);
+        var (_, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.Contains("its record does not say vfio-pci; ignored", err);
+        Assert.DoesNotContain("reboot", err);
+        Assert.Empty(host.Kernel.Writes);
+    }
+
+    [Fact]
+    public void A_records_directory_others_can_write_makes_the_script_refuse_everything()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic);
+        File.SetUnixFileMode(host.Persistence.RecordsDirectory, (UnixFileMode)0x1ff);  // 0777
+        var (code, err) = ScriptRun.Run(host, "--all");
+        Assert.Equal(1, code);
+        Assert.Contains("writable by others: refusing", err);
+        Assert.Empty(host.Kernel.Writes);
+    }
+
+    [Fact]
+    public void A_symlinked_driver_override_is_never_written_through()
+    {
+        using var host = new SimHost();
+        Record(host, StandardHost.FreeNic);
+        string dev = Path.Combine(host.Kernel.SysfsRoot, host.Kernel.DevicePath(StandardHost.FreeNic));
+        string victim = Path.Combine(host.Kernel.RootDirectory, "victim");
+        File.WriteAllText(victim, "untouched\n");
+        File.Delete(Path.Combine(dev, "driver_override"));
+        File.CreateSymbolicLink(Path.Combine(dev, "driver_override"), victim);
+        var (code, err) = ScriptRun.Run(host, StandardHost.FreeNic);
+        Assert.Equal(1, code);
+        Assert.Contains("is missing or a symbolic link; refusing to write it", err);
+        Assert.Equal("untouched\n", File.ReadAllText(victim));
+        Assert.Empty(host.Kernel.Writes);
+    }
+
+    [Fact]
+    public void The_installed_script_takes_nothing_from_its_environment()
+    {
+        // The old test hooks, a hostile PATH (fake readlink, stat, id, modprobe that would leave a mark) and a sysfs root
+        // in the environment: the installed script uses none of them.
+        using var temp = new TempDirectory();
+        var store = new PassthroughPersistence(HostPaths.Under(temp.Sub("state")));
+        store.WriteFile(store.RecordPath(A("0000:05:00.0")), PassthroughPersistence.RecordContent, PassthroughPersistence.FileMode);
+        string script = store.ScriptContent;
+        Assert.DoesNotContain("GALLIUM_", script);
+        Assert.Contains("PATH=/usr/sbin:/usr/bin:/sbin:/bin\n", script);
+        Assert.Contains("sys='/sys'", script);
+        string bin = temp.Sub("evil-bin"), mark = Path.Combine(temp.Path, "used");
+        Directory.CreateDirectory(bin);
+        foreach (string tool in new[] { "readlink", "stat", "id", "modprobe", "logger", "printf", "cat" })
+        {
+            File.WriteAllText(Path.Combine(bin, tool), $"#!/bin/sh\necho {tool} >> '{mark}'\nexit 0\n");
+            File.SetUnixFileMode(Path.Combine(bin, tool), PassthroughPersistence.ScriptMode);
+        }
+        string copy = Path.Combine(temp.Path, "apply");
+        File.WriteAllText(copy, script);
+        var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        psi.ArgumentList.Add(copy);
+        psi.ArgumentList.Add("--wants");
+        psi.ArgumentList.Add("0000:05:00.0");
+        psi.Environment["PATH"] = bin;
+        psi.Environment["GALLIUM_APPLY_SYSFS_ROOT"] = temp.Path;
+        psi.Environment["GALLIUM_APPLY_SYSFS_WRITER"] = Path.Combine(bin, "modprobe");
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.Equal("vfio-pci\n", stdout);
+        Assert.False(File.Exists(mark), File.Exists(mark) ? $"used from PATH: {File.ReadAllText(mark)}" : "");
+    }
+
 }
 
 /// <summary>Runs a test copy of the apply script with /bin/sh, serving its kernel writes from this process. The copy is
