@@ -3,7 +3,8 @@
 .SYNOPSIS
     Builds, tests, documents, benchmarks and packages Gallium.PciPassthrough.
 .DESCRIPTION
-    Build    compiles the solution and lays the module out in out/Gallium.PciPassthrough (manifest, assemblies,
+    Build    compiles the solution and lays the module out in out/Gallium.PciPassthrough (manifest, assemblies (Release:
+             precompiled ReadyToRun for the building pwsh's runtime, tools/ReadyToRun),
              format file, MAML help made from docs/en-US).
     Test     Build, prepares the host (apt packages, a libvirtd) when it can, then runs xUnit, the Pester suites in a
              child pwsh against out/, and the real-kernel suite inside the QEMU guest; ends with "N passed, N failed".
@@ -62,9 +63,22 @@ function Invoke-Build {
                'Gallium.PciPassthrough.types.ps1xml') {
         Copy-Item (Join-Path $bin $f) $ModuleOut
     }
+    if ($Configuration -eq 'Release') { Copy-ReadyToRunImage }
     Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1') $ModuleOut
     Invoke-Docs
     Write-Host "Module laid out in $ModuleOut (version $(Get-ModuleVersion))"
+}
+
+# The two assemblies precompiled (ReadyToRun) for the runtime and CPU of the pwsh running this build (tools/ReadyToRun):
+# a fresh pwsh then runs their native code instead of JIT-compiling them on the first call. They keep their IL, so the
+# module still runs (JIT-compiled, as before) on any other runtime or CPU.
+function Copy-ReadyToRunImage {
+    $runtime = [Environment]::Version
+    $publish = Join-Path $Root 'tools/ReadyToRun/bin/publish'
+    Invoke-Native dotnet @('publish', (Join-Path $Root 'tools/ReadyToRun/ReadyToRun.csproj'), '-c', $Configuration, '-o', $publish, '--nologo', '-v', 'q',
+        '-clp:NoSummary', "-p:ReadyToRunTargetFramework=net$($runtime.Major).$($runtime.Minor)",
+        "-p:ReadyToRunRuntimeIdentifier=$([System.Runtime.InteropServices.RuntimeInformation]::RuntimeIdentifier)", "-p:PowerShellHome=$PSHOME") | Out-Host
+    foreach ($f in 'Gallium.PciPassthrough.dll', 'Gallium.Pci.dll') { Copy-Item (Join-Path $publish $f) $ModuleOut -Force }
 }
 
 function Get-TrxCounts([string] $Path) {

@@ -2,7 +2,7 @@
 # Installs and starts what the test suites need on a fresh Debian 12 machine (idempotent; needs root):
 # QEMU + OVMF + the Debian kernel tools for the real-kernel guest, pciutils + pci.ids for the inventory checks,
 # udev + initramfs-tools + driverctl for the boot-time binding proof (the guest's root is this machine's userland, so
-# its systemd-udevd, update-initramfs and driverctl are these), and a running libvirtd (REFERENCE §1). build.ps1 -Task Test and .ci/run both call it.
+# its systemd-udevd, update-initramfs and driverctl are these; driverctl is also a peer of the bench), and a running libvirtd (REFERENCE §1). build.ps1 -Task Test and .ci/run both call it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt0 qemu-system-x86 ovmf pciutils pci.ids

@@ -55,12 +55,27 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
     // Assigned and AssignedTo come from libvirt's VM definitions; without libvirt the kernel's view still stands.
-    private IReadOnlyList<PciDevice> WithAssignments(IReadOnlyList<PciDevice> devices)
+    // libvirt is loaded, connected and listed on a worker while this thread reads sysfs: in a fresh pwsh loading
+    // libvirt.so.0 and its ~55 libraries is the largest part of the first call (issue 18), and the two are independent.
+    private IReadOnlyList<PciDevice> ReadDevices()
     {
+        WriteVerbose($"libvirt: connect to {LibvirtUri.Resolve(Uri)} (read-only)");
+        string? uri = Uri;
+        var listing = Task.Run(() =>
+        {
+            using var libvirt = LibvirtConnection.Open(uri, readOnly: true);
+            return AssignmentIndex.FromDomains(libvirt.ListDomains());
+        });
+        IReadOnlyList<PciDevice> devices;
+        try { devices = NewInventory().ReadAll(); }
+        catch
+        {
+            _ = listing.ContinueWith(static t => t.Exception, TaskScheduler.Default);  // observed: the sysfs failure is the one reported
+            throw;
+        }
         try
         {
-            using var libvirt = OpenLibvirt(readOnly: true);
-            return AssignmentView.Annotate(devices, AssignmentIndex.FromDomains(libvirt.ListDomains()));
+            return AssignmentView.Annotate(devices, listing.GetAwaiter().GetResult());
         }
         catch (LibvirtNotInstalledException e) { WriteVerbose(e.Message); }
         catch (GalliumException e)
@@ -87,7 +102,7 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
             if (_drivers.Count == 0) return;
         }
         if (_classes is { Count: 0 } || _drivers is { Count: 0 }) return;
-        _devices ??= WithAssignments(NewInventory().ReadAll());
+        _devices ??= ReadDevices();
         var selector = Address is null ? null : AddressSelector.Create(Address, WriteError);
         if (selector is { Literals.Count: 0, HasPatterns: false }) return; // every address was malformed: already reported
 
