@@ -10,6 +10,9 @@ module=${1:?module directory}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 grep -q 'gallium.testguest=1' /proc/cmdline || { echo "interruption-boot: not the test guest" >&2; exit 2; }
 failed=0
+# Disable refuses while it cannot ask libvirt which VMs hold the group (a device held by a VM must not be taken back),
+# so the guest runs its own libvirtd, as a hypervisor does.
+if bash "$here/../libvirt/start-libvirtd.sh" >/dev/null; then echo "libvirtd started in the guest"; else echo "FAIL libvirtd starts in the guest"; exit 1; fi
 writes=6   # Enable and Disable of two endpoints: two overrides, two unbinds, two probes each
 
 step() {   # step EXPECTED_EXIT ARGS... ; prints the process's check lines, counts a wrong exit code as a failure
