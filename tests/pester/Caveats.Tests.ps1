@@ -192,6 +192,8 @@ Describe 'Add-GalliumVmPciDevice warns about NUMA placement against real libvirt
         $t.RootPort('0000:00:1e.3', 0x0d).Endpoint('0000:0d:00.0', 0x8086, 0x10d3, 0x020000, 'e1000e').Mem32Bar(0, 128KB).
             ResetMethods('flr').NumaNode(0).OnVfio() | Out-Null
         $kernel = New-SimulatedHost -Topology $t
+        # On vfio-pci is not enough for Add: the records make them Enabled (NotPersisted devices are refused).
+        Enable-GalliumPciPassthrough -Address 0000:0a:00.0, 0000:0b:00.0, 0000:0c:00.0, 0000:0d:00.0 -WarningAction SilentlyContinue
         $pinned0 = "<cputune><vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='1'/></cputune><numatune><memory mode='strict' nodeset='0'/></numatune>"
     }
     AfterAll {
