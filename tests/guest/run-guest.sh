@@ -168,6 +168,11 @@ append="console=ttyS0 panic=-1 gallium.testguest=1 rdinit=/init"
 iommu_args=(-device intel-iommu,intremap=on)
 if [ "$iommu" = 1 ]; then
     append="$append intel_iommu=on"
+    # The persistent disk sits on the board's AHCI, whose DMA QEMU 7.2 translates through the vIOMMU and can abort on
+    # ("ide_dma_cb: Assertion `prep_size >= 0 && prep_size <= n * 512' failed", seen in CI even with 16 KiB requests).
+    # iommu=pt gives host-owned devices an identity domain, so QEMU does no translation for their DMA; a device bound to
+    # vfio-pci still gets its own DMA domain, and the IOMMU groups are the same.
+    [ -n "$persist" ] && append="$append iommu=pt"
 else
     append="$append intel_iommu=off"
 fi
