@@ -16,7 +16,7 @@
 #                  disk on the board's AHCI controller 00:1f.2 (no PCI device added), mounted at /persist; the guest gets
 #                  GALLIUM_STATE_ROOT=/persist/gallium, and /etc/libvirt/qemu, /var/lib/libvirt, /var/cache/libvirt bound
 #                  from it; before COMMAND, init runs /persist/gallium/usr/local/libexec/gallium/gallium-vfio-apply --all
-#                  when it exists (the boot unit's job; log in /run/gallium-boot-apply.log)
+#                  when it exists (the boot unit's job; log in /run/gallium-boot-apply.log). Boots with iommu=pt (see below)
 #   --vga          add a VGA display (QEMU stdvga at 00:10.0, BAR 0 = its 16 MiB framebuffer) and boot with vga=0x317:
 #                  the kernel sets a VESA mode and its vesafb firmware framebuffer holds BAR 0 (a line in /proc/iomem).
 #                  The extra function on bus 0 shifts the group numbers of the functions after it (look them up)
