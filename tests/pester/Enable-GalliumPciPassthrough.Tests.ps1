@@ -215,3 +215,26 @@ Describe 'PassthroughState tells drift apart, and Enable or Disable repairs it' 
         Test-Path (Join-Path $global:GalliumHostContext.Paths.ConfigDirectory "pci.d/$($H::FreeNic)") | Should -BeFalse
     }
 }
+
+Describe 'Enable and Disable of one group at the same moment (two runspaces, one simulated kernel)' {
+    BeforeAll { $kernel = New-SimulatedHost -Kind Standard }
+    AfterAll { Remove-SimulatedHost }
+
+    It '10 rounds of Enable racing Disable: each ends with the group wholly on vfio-pci with its records, or wholly back, never half' {
+        $group = (Get-GalliumPciDevice -Address $H::ComputeGpu).IommuGroup
+        for ($round = 1; $round -le 10; $round++) {
+            $first, $second = if ($round % 2) { 'Enable', 'Disable' } else { 'Disable', 'Enable' }
+            $a = Start-GatedCommand -Command "$first-GalliumPciPassthrough" -Parameters @{ Address = $H::ComputeGpu; Confirm = $false }
+            $b = Start-GatedCommand -Command "$second-GalliumPciPassthrough" -Parameters @{ Address = $H::ComputeGpu; Confirm = $false }
+            $ra = Complete-GatedCommand $a
+            $rb = Complete-GatedCommand $b
+            $errors = @($ra.Errors) + @($rb.Errors) | ForEach-Object { "$($_.FullyQualifiedErrorId): $_" }
+            # The second waits for the host lock; if the first changed the group it planned against, it refuses and changes nothing.
+            @($errors | Where-Object { $_ -notlike 'IommuGroupChanged,*' }) | Should -BeNullOrEmpty -Because "round ${round}: only IommuGroupChanged may refuse the second"
+            $states = @(Get-GalliumPciDevice -IommuGroup $group | Where-Object { -not $_.IsBridge } | ForEach-Object { "$($_.PassthroughState)" } | Sort-Object -Unique)
+            $states.Count | Should -Be 1 -Because "round ${round}: the group's endpoints are all in one state ($($states -join ', '); $($errors -join '; '))"
+            $states[0] | Should -BeIn @('Enabled', 'Host') -Because "round ${round}: whole on vfio-pci with records, or whole on host drivers"
+            Get-ChildItem (Join-Path $global:GalliumHostContext.Paths.ConfigDirectory 'pending.d') -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+    }
+}

@@ -151,6 +151,7 @@ function Start-GatedCommand {
     param([Parameter(Mandatory)] [string] $Command, [Parameter(Mandatory)] [hashtable] $Parameters,
         # Stop the pipeline (as Ctrl+C does) when it writes its k-th verbose record.
         [int] $StopAtVerbose = 0)
+    if (-not ('Gallium.PesterSupport.GatedHost' -as [type])) { Add-Type -Path (Join-Path $env:GALLIUM_REPO 'tests/pester/PromptGate.cs') }
     $gated = [Gallium.PesterSupport.GatedHost]::new()
     $iss = [initialsessionstate]::CreateDefault2()
     $iss.ImportPSModule($env:GALLIUM_MODULE_PATH)
