@@ -10,7 +10,8 @@
     Demo     Build, then walks the product guide (see README).
     Docs     Only turns docs/en-US markdown into MAML help in out/.
     Bench    Runs the benchmarks in bench/ and prints their comparison table.
-    Package  Build, then zips out/Gallium.PciPassthrough as out/Gallium.PciPassthrough-<version>.zip.
+    Package  Build, then packs out/Gallium.PciPassthrough as out/package/Gallium.PciPassthrough.<version>.nupkg
+             (PSResourceGet's Compress-PSResource): Publish-PSResource uploads it, Install-PSResource installs it.
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
@@ -62,7 +63,7 @@ function Invoke-Build {
                'Gallium.PciPassthrough.types.ps1xml') {
         Copy-Item (Join-Path $bin $f) $ModuleOut
     }
-    Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1') $ModuleOut
+    Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1'), (Join-Path $Root 'LICENSE') $ModuleOut
     Invoke-Docs
     Write-Host "Module laid out in $ModuleOut (version $(Get-ModuleVersion))"
 }
@@ -101,6 +102,7 @@ function Invoke-PesterSuite([string] $Suite, [string[]] $Command) {
 
 function Invoke-Test {
     Invoke-Build
+    Invoke-Package     # the package tests and the example user suite install it
     Invoke-Prepare
     New-Item -ItemType Directory -Force -Path $ResultsDir | Out-Null
     $totals = [ordered]@{}
@@ -160,12 +162,15 @@ function Invoke-Bench {
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 }
 
+# The module folder as a NuGet package: what Publish-PSResource uploads to a gallery and what Install-PSResource installs
+# from any repository, a folder included (README "Install"). PSResourceGet ships with pwsh 7.4 and later.
 function Invoke-Package {
-    Invoke-Build
-    $zip = Join-Path $Out "Gallium.PciPassthrough-$(Get-ModuleVersion).zip"
-    Remove-Item $zip -ErrorAction Ignore
-    Compress-Archive -Path $ModuleOut -DestinationPath $zip
-    Write-Host "Package: $zip"
+    $packageDir = Join-Path $Out 'package'
+    if (Test-Path $packageDir) { Remove-Item -Recurse -Force $packageDir }
+    New-Item -ItemType Directory -Path $packageDir | Out-Null
+    Import-Module Microsoft.PowerShell.PSResourceGet
+    $nupkg = Compress-PSResource -Path $ModuleOut -DestinationPath $packageDir -PassThru
+    Write-Host "Package: $nupkg"
 }
 
 switch ($Task) {
@@ -174,5 +179,5 @@ switch ($Task) {
     'Demo' { Invoke-Demo }
     'Docs' { Invoke-Docs }
     'Bench' { Invoke-Bench }
-    'Package' { Invoke-Package }
+    'Package' { Invoke-Build; Invoke-Package }
 }

@@ -9,7 +9,7 @@ namespace Gallium.PciPassthrough.Commands;
 /// <summary>Adds a device enabled for passthrough (with every endpoint of its IOMMU group) to a stopped VM's definition, and
 /// sizes the VM's 64-bit MMIO window when its devices need more than the firmware gives (large-VRAM GPUs).</summary>
 [Cmdlet(VerbsCommon.Add, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = AddressSet)]
+    DefaultParameterSetName = AddressSet, HelpUri = HelpLinks.AddGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
 public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
 {

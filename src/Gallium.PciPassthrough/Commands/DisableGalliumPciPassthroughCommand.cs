@@ -8,7 +8,8 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Returns a device's whole IOMMU group from vfio-pci to the drivers the kernel picks; refused while any VM
 /// (running or stopped) references a member of the group.</summary>
-[Cmdlet(VerbsLifecycle.Disable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsLifecycle.Disable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
+    HelpUri = HelpLinks.DisableGalliumPciPassthrough)]
 [OutputType(typeof(PciDevice))]
 public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 {

@@ -5,7 +5,8 @@ using Gallium.Pci.Passthrough;
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Detaches a device's whole IOMMU group from its host drivers and binds every endpoint to vfio-pci, persistently.</summary>
-[Cmdlet(VerbsLifecycle.Enable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsLifecycle.Enable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
+    HelpUri = HelpLinks.EnableGalliumPciPassthrough)]
 [OutputType(typeof(PciDevice))]
 public sealed class EnableGalliumPciPassthroughCommand : PassthroughCommandBase
 {

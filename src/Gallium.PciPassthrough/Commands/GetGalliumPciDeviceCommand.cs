@@ -8,7 +8,7 @@ using Gallium.PciPassthrough.Completers;
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Lists the host's PCI functions as the kernel sees them, with names, drivers, IOMMU groups and BARs.</summary>
-[Cmdlet(VerbsCommon.Get, "GalliumPciDevice", DefaultParameterSetName = AddressSet)]
+[Cmdlet(VerbsCommon.Get, "GalliumPciDevice", DefaultParameterSetName = AddressSet, HelpUri = HelpLinks.GetGalliumPciDevice)]
 [OutputType(typeof(PciDevice))]
 public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
 {

@@ -8,7 +8,8 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Applies the large-BAR 64-bit MMIO window fix to VMs that already hold passthrough devices (added by hand or
 /// by another tool): GPUs with more than 32 GB of VRAM attach but fail to initialise without it.</summary>
-[Cmdlet(VerbsDiagnostic.Repair, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsDiagnostic.Repair, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
+    HelpUri = HelpLinks.RepairGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
 public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
 {
