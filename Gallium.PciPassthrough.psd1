@@ -29,6 +29,7 @@
         'Add-GalliumVmPciDevice'
         'Remove-GalliumVmPciDevice'
         'Repair-GalliumVmPciDevice'
+        'New-GalliumSimulatedHost'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -60,7 +60,7 @@ function Invoke-Build {
     New-Item -ItemType Directory -Force -Path $ModuleOut | Out-Null
     $bin = Join-Path $Root "src/Gallium.PciPassthrough/bin/$Configuration/net8.0"
     foreach ($f in 'Gallium.PciPassthrough.dll', 'Gallium.PciPassthrough.pdb', 'Gallium.Pci.dll', 'Gallium.Pci.pdb', 'Gallium.PciPassthrough.format.ps1xml',
-               'Gallium.PciPassthrough.types.ps1xml') {
+               'Gallium.PciPassthrough.types.ps1xml', 'Gallium.Pci.Testing.dll', 'Gallium.Pci.Testing.pdb') {
         Copy-Item (Join-Path $bin $f) $ModuleOut
     }
     Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1'), (Join-Path $Root 'LICENSE') $ModuleOut

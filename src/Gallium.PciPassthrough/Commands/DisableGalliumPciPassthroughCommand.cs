@@ -23,14 +23,14 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
     protected override void BeginProcessing()
     {
         base.BeginProcessing();
-        string uri = LibvirtUri.Resolve(Uri);
+        string uri = ResolveLibvirtUri(Uri);
         if (!LibvirtUri.IsLocal(uri))
             ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
                 $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
             { RecommendedAction = "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }" });
     }
 
-    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => LibvirtConnection.Open(Uri, readOnly: true));
+    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => HostContext.Libvirt.Open(Uri, readOnly: true));
 
     protected override PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address) => planner.PlanDisable(address);
 
