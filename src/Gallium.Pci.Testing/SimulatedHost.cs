@@ -83,7 +83,8 @@ public sealed class SimulatedHost : IDisposable
     /// <param name="isRoot">Whether the commands run as root (false: every change is refused with RootRequired).</param>
     /// <param name="libvirtUri">Null: the host's own libvirt test driver. A <c>test:///path/file.xml</c> URI: that test-driver
     /// file, held open the same way. Anything else (qemu:///system): opened for real by each command.</param>
-    /// <param name="vmNames">More stopped UEFI VMs to define in the host's own libvirt.</param>
+    /// <param name="vmNames">More stopped UEFI VMs to define (in a test-driver libvirt: the host's own, or the user's file;
+    /// the presets' VMs go only into the host's own).</param>
     public static SimulatedHost Create(SimulatedHostPreset preset, string? root = null, bool isRoot = true, string? libvirtUri = null,
         IEnumerable<string>? vmNames = null)
     {
@@ -100,6 +101,7 @@ public sealed class SimulatedHost : IDisposable
         try
         {
             ILibvirtConnector connector;
+            bool ownLibvirt = libvirtUri is null;
             if (libvirtUri is null) connector = libvirt = SimulatedLibvirt.Open(Path.Combine(root, "libvirt", "node.xml"));
             else if (TestDriverFile(libvirtUri) is { } file) connector = libvirt = SimulatedLibvirt.Open(file);
             else connector = new FixedUri(libvirtUri);
@@ -108,7 +110,7 @@ public sealed class SimulatedHost : IDisposable
             var context = isRoot ? asRoot : asRoot with { Identity = kernel.CreateContext(false).Identity };
             var functions = preset == SimulatedHostPreset.GpuServer ? Roles(typeof(GpuServerHost)) : Roles(typeof(StandardHost));
             host = new SimulatedHost(preset, kernel, context, libvirt, functions);
-            host.Furnish(asRoot, vmNames ?? []);
+            host.Furnish(asRoot, ownLibvirt, vmNames ?? []);
             return host;
         }
         catch
@@ -136,19 +138,21 @@ public sealed class SimulatedHost : IDisposable
     public override string ToString() => $"{Preset} at {RootDirectory} (libvirt {LibvirtUri})";
 
     // The preset's starting state, reached through the module's own planner and runner (so records, udev rules and the
-    // kernel agree exactly as after a real Enable) and the VMs it names.
-    private void Furnish(HostContext asRoot, IEnumerable<string> vmNames)
+    // kernel agree exactly as after a real Enable), and its VMs when the libvirt is the host's own (a test-driver file of
+    // the user's has the VMs the user put in it).
+    private void Furnish(HostContext asRoot, bool ownLibvirt, IEnumerable<string> vmNames)
     {
+        IEnumerable<(string Name, bool Uefi)> presetVms = ownLibvirt ? PresetVms(Preset) : [];
         if (_libvirt is not null)
         {
-            foreach (var (name, uefi) in PresetVms(Preset)) _libvirt.DefineVm(name, uefi, memoryGiB: Preset == SimulatedHostPreset.GpuServer ? 64 : 16);
+            foreach (var (name, uefi) in presetVms) _libvirt.DefineVm(name, uefi, memoryGiB: Preset == SimulatedHostPreset.GpuServer ? 64 : 16);
             foreach (string name in vmNames) _libvirt.DefineVm(name);
         }
         if (Preset != SimulatedHostPreset.GpuServer) return;
         var planner = new PassthroughPlanner(asRoot, new NoVms());
         var runner = new PlanRunner(asRoot);
         foreach (string gpu in new[] { GpuServerHost.Gpu2, GpuServerHost.Gpu3 }) runner.Run(planner.PlanEnable(PciAddress.Parse(gpu)));
-        if (_libvirt is not null)
+        if (_libvirt is not null && ownLibvirt)
         {
             using var session = _libvirt.Open(null);
             session.AttachDeviceToConfig(GpuServerHost.TrainingVm, DomainXml.BuildHostdev(PciAddress.Parse(GpuServerHost.Gpu3)));
