@@ -121,4 +121,23 @@ function Format-BenchTable {
     @($header, $rule) + @($lines) -join [Environment]::NewLine
 }
 
-Export-ModuleMember -Function Get-Median, Measure-Interleaved, Invoke-TimedProcess, Format-Ms, Format-BenchTable
+<#
+.SYNOPSIS
+    Starts a private libvirtd (bench/private-libvirtd.sh): its own sockets, domain definitions and state, so the bench's
+    thousands of domains never show in the shared qemu:///system. Returns Directory, ProcessId and Uri
+    (qemu:///system?socket=...); pass it to Stop-PrivateLibvirtd.
+#>
+function Start-PrivateLibvirtd {
+    $script = Join-Path $PSScriptRoot 'private-libvirtd.sh'
+    $line = & bash $script start $PID 2>&1
+    if ($LASTEXITCODE -ne 0) { throw "Could not start a private libvirtd: $($line -join ' ')" }
+    $dir, $daemon, $uri = ("$($line | Select-Object -Last 1)").Trim() -split ' ', 3
+    [pscustomobject]@{ Directory = $dir; ProcessId = [int]$daemon; Uri = $uri }
+}
+
+function Stop-PrivateLibvirtd($Daemon) {
+    if (-not $Daemon) { return }
+    & bash (Join-Path $PSScriptRoot 'private-libvirtd.sh') stop $Daemon.Directory | Out-Host
+}
+
+Export-ModuleMember -Function Get-Median, Measure-Interleaved, Invoke-TimedProcess, Format-Ms, Format-BenchTable, Start-PrivateLibvirtd, Stop-PrivateLibvirtd

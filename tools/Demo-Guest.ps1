@@ -120,7 +120,7 @@ Show "Get-GalliumPciDevice -Address $Nic"
 Say 'Where to see it: the driver link and override in sysfs, the VFIO group node QEMU will open, and the files that'
 Say 'rebind it at the next boot (a record, a udev rule, the apply script).'
 Look "readlink /sys/bus/pci/devices/$Nic/driver; cat /sys/bus/pci/devices/$Nic/driver_override; ls -l /dev/vfio"
-Look "cat /etc/gallium/pci.d/$Nic; grep -v '^#' /etc/udev/rules.d/90-gallium-vfio-$Nic.rules; ls -l /usr/local/libexec/gallium"
+Look "cat /etc/gallium/pci.d/$Nic; grep -v '^#' /etc/udev/rules.d/70-gallium-vfio-$Nic.rules; ls -l /usr/local/libexec/gallium"
 
 Section 'Give the device to the stopped VM web1'
 Show "Add-GalliumVmPciDevice -VmName web1 -Address $Nic"

@@ -55,6 +55,18 @@ public sealed class HostTopology
     public HostTopology KernelCommandLine(string commandLine) { _config.CommandLine = commandLine; return this; }
     /// <summary>Tokens appended to the generated /proc/cmdline (e.g. "iommu=pt").</summary>
     public HostTopology ExtraCommandLine(string tokens) { _config.ExtraCommandLine = tokens; return this; }
+    /// <summary>Interrupt remapping (on by default with the IOMMU): off leaves no "IR-" chip in /proc/interrupts.</summary>
+    public HostTopology InterruptRemapping(bool enabled) { _config.InterruptRemapping = enabled; return this; }
+    /// <summary>vfio_iommu_type1.allow_unsafe_interrupts (sys/module/vfio_iommu_type1/parameters, Y/N once the module is loaded).</summary>
+    public HostTopology AllowUnsafeInterrupts(bool allowed) { _config.AllowUnsafeInterrupts = allowed; return this; }
+    /// <summary>NUMA nodes 0..n-1 with these CPU lists (e.g. "0-7", "8-15"): sys/devices/system/node and /proc/cpuinfo follow.</summary>
+    public HostTopology NumaNodes(params string[] cpuLists)
+    {
+        if (cpuLists.Length == 0) throw new ArgumentException("At least one node.", nameof(cpuLists));
+        _config.NumaNodes.Clear();
+        _config.NumaNodes.AddRange(cpuLists);
+        return this;
+    }
     /// <summary>The groups' <c>type</c> (REFERENCE §3.5: DMA-FQ by default, identity with iommu=pt).</summary>
     public HostTopology IommuDefaultDomain(string type) { _config.DefaultDomainType = type; return this; }
     /// <summary>Whether vfio-pci (and vfio, vfio_iommu_type1, ...) is loaded at boot; when not, Load("vfio-pci") loads it.</summary>
@@ -125,7 +137,17 @@ public sealed class HostTopology
     public HostTopology BootVga(bool value) { Last.BootVgaSetting = value; return this; }
     public HostTopology NumaNode(int node) { Last.NumaNode = node; return this; }
     /// <summary>reset_method content, e.g. "flr bus"; empty = no reset method (no reset attribute).</summary>
-    public HostTopology ResetMethods(string methods) { Last.ResetMethods = methods; return this; }
+    public HostTopology ResetMethods(string methods) { Last.ResetMethods = methods; Last.ResetWithoutMethods = false; return this; }
+    /// <summary>A kernel older than 5.15: a reset attribute but no reset_method (which methods exist is not shown).</summary>
+    public HostTopology ResetWithoutMethodList() { Last.ResetMethods = ""; Last.ResetWithoutMethods = true; return this; }
+    /// <summary>A firmware framebuffer (/proc/iomem name: efifb, vesafb, simplefb, simpledrm, simple-framebuffer, BOOTFB) holds
+    /// the start of BAR <paramref name="bar"/> (default: the largest prefetchable memory BAR, the VRAM).</summary>
+    public HostTopology FirmwareFramebuffer(string holder = "efifb", int bar = -1)
+    {
+        Last.FirmwareFramebuffer = holder;
+        Last.FramebufferBar = bar;
+        return this;
+    }
     /// <summary>ACS on a port, or on the functions of a multi-function endpoint (default: ports on, multi-function endpoints off).</summary>
     public HostTopology Acs(bool enabled) { Last.AcsSetting = enabled; return this; }
     /// <summary>The function is not behind the IOMMU (no iommu_group), like the AMD IOMMU's own function.</summary>

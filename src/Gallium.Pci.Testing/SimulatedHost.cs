@@ -177,6 +177,7 @@ public sealed class SimulatedHost : IDisposable
     private sealed class FixedUri(string uri) : ILibvirtConnector
     {
         public string DefaultUri { get; } = Pci.Libvirt.LibvirtUri.Resolve(uri);
+        public string SystemUri => DefaultUri;   // the user said this libvirt holds the simulated host's VMs
         public ILibvirt Open(string? uri, bool readOnly = false) => LibvirtConnection.Open(uri ?? DefaultUri, readOnly);
     }
 

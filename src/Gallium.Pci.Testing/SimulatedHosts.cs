@@ -224,30 +224,37 @@ public static class SimulatedHosts
         return t;
     }
 
-    /// <summary>A host with exactly <paramref name="functions"/> PCI functions (1 to 15873) for benchmarks: a host bridge, then
-    /// root ports each holding a ConnectX-6 PF (15b3:101b, mlx5_core) with up to 62 VFs; every fourth VF is on vfio-pci.</summary>
+    /// <summary>A host with exactly <paramref name="functions"/> PCI functions (1 to 63492) for benchmarks: per PCI segment
+    /// (domain) a host bridge, then up to 248 root ports each holding a ConnectX-6 PF (15b3:101b, mlx5_core) with up to 62
+    /// VFs; every fourth VF is on vfio-pci. A segment holds at most 15873 functions (256 buses); larger hosts continue in
+    /// segments 0001, 0002, ..., as multi-segment servers do.</summary>
     public static SimulatedKernel Large(string root, int functions)
     {
-        const int perPort = 64, maxPorts = 31 * 8;
-        if (functions < 1 || functions > 1 + maxPorts * perPort)
-            throw new ArgumentOutOfRangeException(nameof(functions), $"1 to {1 + maxPorts * perPort} functions.");
-        var t = HostTopology.Create().RootComplex("0000:00:00.0", 0x8086, 0x3e30, 0x060000, null);
-        int remaining = functions - 1, port = 0;
-        while (remaining > 0)
+        const int perPort = 64, portsPerSegment = 31 * 8, segments = 4, perSegment = 1 + portsPerSegment * perPort;
+        if (functions < 1 || functions > segments * perSegment)
+            throw new ArgumentOutOfRangeException(nameof(functions), $"1 to {segments * perSegment} functions.");
+        var t = HostTopology.Create();
+        int remaining = functions;
+        for (int segment = 0; remaining > 0; segment++)
         {
-            string slot = $"0000:00:{1 + port / 8:x2}.{port % 8}";
-            int bus = port + 1;
-            if (remaining == 1)
+            t.RootComplex($"{segment:x4}:00:00.0", 0x8086, 0x3e30, 0x060000, null);
+            remaining--;
+            for (int port = 0; port < portsPerSegment && remaining > 0; port++)
             {
-                t.RootComplex(slot, 0x8086, 0xa323, 0x0c0500, "i801_smbus").Mem64Bar(0, 256, prefetchable: false);
-                break;
+                string slot = $"{segment:x4}:00:{1 + port / 8:x2}.{port % 8}";
+                int bus = port + 1;
+                if (remaining == 1)
+                {
+                    t.RootComplex(slot, 0x8086, 0xa323, 0x0c0500, "i801_smbus").Mem64Bar(0, 256, prefetchable: false);
+                    remaining = 0;
+                    break;
+                }
+                int vfs = Math.Min(perPort - 2, remaining - 2);
+                t.RootPort(slot, bus, 0x8086, 0xa338);
+                t.Endpoint($"{segment:x4}:{bus:x2}:00.0", 0x15b3, 0x101b, 0x020000, "mlx5_core").Subsystem(0x15b3, 0x0007)
+                    .Mem64Bar(0, 32 * MiB).Sriov(totalVfs: 63, vfDeviceId: 0x101c, vfDriver: "mlx5_core", numVfs: vfs, vfOffset: 1);
+                remaining -= 2 + vfs;
             }
-            int vfs = Math.Min(perPort - 2, remaining - 2);
-            t.RootPort(slot, bus, 0x8086, 0xa338);
-            t.Endpoint($"0000:{bus:x2}:00.0", 0x15b3, 0x101b, 0x020000, "mlx5_core").Subsystem(0x15b3, 0x0007)
-                .Mem64Bar(0, 32 * MiB).Sriov(totalVfs: 63, vfDeviceId: 0x101c, vfDriver: "mlx5_core", numVfs: vfs, vfOffset: 1);
-            remaining -= 2 + vfs;
-            port++;
         }
         var kernel = t.Build(root);
         var timeout = TimeSpan.FromSeconds(1);

@@ -29,6 +29,8 @@ public sealed partial class SimulatedKernel
 
         var order = Grouping.ScanOrder(_devices);
         var windows = BridgeWindows(order);
+        t.Text("proc/iomem", ProcContent.IoMem(order, windows));
+        WriteNumaNodes();
         foreach (var domain in _devices.Select(d => d.Address.Domain).Distinct()) t.Dir($"sys/devices/pci{domain:x4}:00");
         foreach (var d in order) CreateDeviceNode(d, windows.GetValueOrDefault(d));
 
@@ -93,7 +95,8 @@ public sealed partial class SimulatedKernel
         t.Text($"{dir}/enable", "1\n");
         t.Text($"{dir}/d3cold_allowed", "1\n");
         t.Text($"{dir}/irq", "16\n");
-        t.Text($"{dir}/local_cpulist", "0-1\n");
+        t.Text($"{dir}/local_cpulist", (d.NumaNode >= 0 && d.NumaNode < _config.EffectiveNumaNodes.Count
+            ? _config.EffectiveNumaNodes[d.NumaNode] : string.Join(",", _config.EffectiveNumaNodes)) + "\n");
         t.Text($"{dir}/resource", ResourceText(d, windows));
         t.Bytes($"{dir}/config", ConfigSpace(d));
         WriteUevent(d, null);
@@ -102,6 +105,7 @@ public sealed partial class SimulatedKernel
             t.Text($"{dir}/reset_method", d.ResetMethods + "\n");
             t.Text($"{dir}/reset", "");
         }
+        else if (d.ResetWithoutMethods) t.Text($"{dir}/reset", "");
         // REFERENCE §3.2: boot_vga exists only for class 0x0300xx.
         if (d.IsVga) t.Text($"{dir}/boot_vga", (d.BootVgaSetting == true ? "1" : "0") + "\n");
         if (HasLink(d))
@@ -312,6 +316,14 @@ public sealed partial class SimulatedKernel
         _tree.Text($"sys/module/{module}/refcnt", "0\n");
         // /dev/vfio/vfio is the vfio module's container device (REFERENCE §3.5: VFIO usable = IOMMU and /dev/vfio/vfio).
         if (module == "vfio") _tree.Text("dev/vfio/vfio", "");
+        // The type1 backend's parameters (REFERENCE §8.4: allow_unsafe_interrupts reads Y/N), as the real module has them.
+        if (module == "vfio_iommu_type1")
+        {
+            string p = "sys/module/vfio_iommu_type1/parameters";
+            _tree.Text($"{p}/allow_unsafe_interrupts", _config.AllowUnsafeInterrupts ? "Y\n" : "N\n");
+            _tree.Text($"{p}/disable_hugepages", "N\n");
+            _tree.Text($"{p}/dma_entry_limit", "65535\n");
+        }
         foreach (var driver in _drivers.Where(d => d.Module == module).ToList())
         {
             CreateDriverDir(driver);
@@ -428,6 +440,20 @@ public sealed partial class SimulatedKernel
         _tree.Link("sys/class/vtconsole/vtcon1", "sys/devices/virtual/vtconsole/vtcon1");
     }
 
+    /// <summary>sys/devices/system/node ([K] Documentation/ABI/stable/sysfs-devices-node): online, possible, has_cpu, nodeN/cpulist.</summary>
+    private void WriteNumaNodes()
+    {
+        var nodes = _config.EffectiveNumaNodes;
+        string all = nodes.Count == 1 ? "0" : $"0-{nodes.Count - 1}";
+        foreach (string f in new[] { "online", "possible", "has_cpu", "has_memory", "has_normal_memory" }) _tree.Text($"sys/devices/system/node/{f}", all + "\n");
+        for (int i = 0; i < nodes.Count; i++)
+        {
+            string dir = string.Create(CultureInfo.InvariantCulture, $"sys/devices/system/node/node{i}");
+            _tree.Text($"{dir}/cpulist", nodes[i] + "\n");
+            _tree.Text($"{dir}/distance", string.Join(" ", Enumerable.Range(0, nodes.Count).Select(j => j == i ? "10" : "21")) + "\n");
+        }
+    }
+
     // ---- /proc ----------------------------------------------------------------------------------------------------------
 
     private void WriteProc()
@@ -436,7 +462,7 @@ public sealed partial class SimulatedKernel
         _tree.Text("proc/sys/kernel/osrelease", _config.Release + "\n");
         _tree.Text("proc/cpuinfo", ProcContent.CpuInfo(_config));
         _tree.Text("proc/self/mountinfo", ProcContent.MountInfo(_devices));
-        _tree.Text("proc/interrupts", ProcContent.Interrupts(_devices.Where(d => DriverOf(d) is not null).ToList(), _config.IommuOn));
+        _tree.Text("proc/interrupts", ProcContent.Interrupts(_devices.Where(d => DriverOf(d) is not null).ToList(), _config.IommuOn && _config.InterruptRemapping));
         WriteProcModules();
         WriteRoutes();
     }

@@ -54,7 +54,17 @@ public sealed partial class SimulatedKernel : ISysfs, IProcfs, IDevfs, IKernelMo
         _procView = new LinuxProcfs(ProcRoot);
         _devView = new LinuxDevfs(DevRoot);
         lock (_gate) Materialize();
+        // A host identity of its own (HostId): devices read here are told apart from another simulated or real host's.
+        MachineId = Guid.NewGuid().ToString("n");
+        HostName = "simhost-" + MachineId[..8];
+        _tree.Text("state/etc/machine-id", MachineId + "\n");
+        _tree.Text("proc/sys/kernel/hostname", HostName + "\n");
     }
+
+    /// <summary>This simulated host's machine-id (state/etc/machine-id, the file <see cref="HostPaths.Under"/> names).</summary>
+    public string MachineId { get; }
+    /// <summary>This simulated host's name (proc/sys/kernel/hostname).</summary>
+    public string HostName { get; }
 
     // ---- where things are -----------------------------------------------------------------------------------------
 

@@ -53,6 +53,9 @@ public sealed class SimulatedLibvirt : ILibvirtConnector, IDisposable
     /// <summary>The test driver's URI: VM commands given no -Uri use it.</summary>
     public string DefaultUri { get; }
 
+    /// <summary>The test driver too: the simulated host's VMs are all in it.</summary>
+    public string SystemUri => DefaultUri;
+
     /// <summary>This libvirt for <paramref name="uri"/> null or <see cref="DefaultUri"/>; any other URI is opened for real.</summary>
     public ILibvirt Open(string? uri, bool readOnly = false)
     {
@@ -110,6 +113,12 @@ public sealed class SimulatedLibvirt : ILibvirtConnector, IDisposable
     private LibvirtDomain Get(string vmName)
     {
         lock (_gate) return FromTestDriver(_connection.GetDomain(vmName));
+    }
+
+    // The persistent definition as the qemu driver would return it (the test driver has no secrets to add).
+    private string Definition(string vmName)
+    {
+        lock (_gate) return RestoreDefinition(_connection.GetDefinition(vmName));
     }
 
     private LibvirtDomain Define(string domainXml)
@@ -257,6 +266,8 @@ public sealed class SimulatedLibvirt : ILibvirtConnector, IDisposable
         public Version LibraryVersion => owner._connection.LibraryVersion;
         public IReadOnlyList<LibvirtDomain> ListDomains() => owner.List();
         public LibvirtDomain GetDomain(string vmName) => owner.Get(vmName);
+        // VIR_DOMAIN_XML_SECURE is refused on a read-only connection (REFERENCE §8.3).
+        public string GetDefinition(string vmName) { Writable($"read the definition of VM '{vmName}' with secrets"); return owner.Definition(vmName); }
         public void AttachDeviceToConfig(string vmName, string deviceXml) { Writable($"add a device to VM '{vmName}'"); owner.Attach(vmName, deviceXml); }
         public void DetachDeviceFromConfig(string vmName, string deviceXml) { Writable($"remove a device from VM '{vmName}'"); owner.Detach(vmName, deviceXml); }
         public LibvirtDomain DefineDomain(string domainXml) { Writable("define a VM"); return owner.Define(domainXml); }

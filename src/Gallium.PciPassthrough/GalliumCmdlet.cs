@@ -75,6 +75,19 @@ public abstract class GalliumCmdlet : PSCmdlet
         }
     }
 
+    /// <summary>One warning per caveat (DESIGN.md "Caveats"), information records for the informational ones: written before
+    /// ShouldProcess, so -WhatIf shows them and a runbook's log says why a VM may misbehave.</summary>
+    protected void WriteCaveats(IEnumerable<PassthroughCaveat> caveats)
+    {
+        foreach (var caveat in caveats)
+        {
+            string text = $"[{caveat.Kind}] {caveat} Remedy: {caveat.Remedy}";
+            if (caveat.Severity == CaveatSeverity.Warning) { WriteWarning(text); continue; }
+            WriteVerbose(text);
+            WriteInformation(new InformationRecord(caveat, MyInvocation.MyCommand.Name) { Tags = { "Gallium", "Caveat", caveat.Kind.ToString() } });
+        }
+    }
+
     /// <summary>Per-item failure: report and go on with the next item.</summary>
     protected void WriteError(GalliumException e) => WriteError(ToErrorRecord(e));
 

@@ -19,10 +19,13 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
     protected string ResolvedUri => ResolveLibvirtUri(Uri);
 
     /// <summary>Device checks read this machine's sysfs, so a command that joins them with VM definitions must talk to
-    /// this machine's libvirt; another host is reached with Invoke-Command, where the module runs next to its kernel.</summary>
+    /// this machine's libvirt; another host is reached with Invoke-Command, where the module runs next to its kernel. A URI
+    /// that is no URI at all is LibvirtUriInvalid, never "another host".</summary>
     protected void RequireLocalLibvirt()
     {
         string uri = ResolvedUri;
+        try { LibvirtUri.Validate(uri); }
+        catch (LibvirtUriInvalidException e) { ThrowTerminatingError(e); }
         if (LibvirtUri.IsLocal(uri)) return;
         ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
             $"'{uri}' is another host's libvirt, but {MyInvocation.MyCommand.Name} checks devices in this machine's sysfs.", uri)
@@ -45,4 +48,11 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
     }
 
     protected HostCpu RequireHostCpu() => HostCpu.Read(HostContext.Procfs);
+
+    /// <summary>A VM name as typed is checked before it reaches libvirt: a NUL would cut it short (VmNameInvalid).</summary>
+    protected bool ValidVmName(string name)
+    {
+        try { VmNameInvalidException.ThrowIfInvalid(name); return true; }
+        catch (VmNameInvalidException e) { WriteError(e); return false; }
+    }
 }

@@ -27,9 +27,20 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     [ValidateNotNullOrEmpty]
     public IommuGroup[] IommuGroup { get; set; } = [];
 
+    /// <summary>The host the addresses were read on: a device from another session binds its Host here, so one read on another
+    /// host is refused (PciDeviceNotOnThisHost) instead of changing this host's device in that slot.</summary>
+    [Parameter(ParameterSetName = AddressSet, ValueFromPipelineByPropertyName = true)]
+    [Alias("Host")]
+    public PSObject? SourceHost { get; set; }
+
     /// <summary>Write the re-read devices of the group after the change.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
+
+    /// <summary>Regenerate the initramfs when the change makes it stale (it loads a member's host driver but lacks its
+    /// record, or holds a record Disable removed). Without it the command warns and prints the exact command.</summary>
+    [Parameter]
+    public SwitchParameter UpdateInitramfs { get; set; }
 
     /// <summary>"Enable PCI passthrough" / "Disable PCI passthrough": the ShouldProcess action.</summary>
     protected abstract string Action { get; }
@@ -39,6 +50,14 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     protected virtual IAssignmentLookup Assignments => NoAssignments.Instance;
 
     private readonly HashSet<int> _groupsDone = [];
+    private DeviceInventory? _inventory;
+    private DeviceInventory Inventory => _inventory ??= NewInventory();
+
+    private bool IsOfThisHost(Action check)
+    {
+        try { check(); return true; }
+        catch (PciDeviceNotOnThisHostException e) { WriteError(e); return false; }
+    }
     private PassthroughPlanner? _planner;
     private PlanRunner? _runner;
 
@@ -86,15 +105,19 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
     {
         switch (ParameterSetName)
         {
+            // An object names a device on a host: one read elsewhere (CliXml, remoting) is refused, not applied to this slot.
             case DeviceSet:
-                foreach (var d in InputObject) yield return d.Address;
+                foreach (var d in InputObject)
+                    if (IsOfThisHost(() => DeviceOrigin.Check(d, Inventory))) yield return d.Address;
                 break;
             case GroupSet:
                 foreach (var g in IommuGroup)
-                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member) yield return member.Address;
+                    if ((g.Endpoints.FirstOrDefault() ?? g.Devices.FirstOrDefault()) is { } member && IsOfThisHost(() => DeviceOrigin.Check(g, Inventory)))
+                        yield return member.Address;
                 break;
             default:
-                foreach (var a in ParseAddresses(Address)) yield return a;
+                foreach (var a in ParseAddresses(Address))
+                    if (IsOfThisHost(() => DeviceOrigin.Check(a, PciPassthrough.SourceHost.From(SourceHost), Inventory))) yield return a;
                 break;
         }
     }
@@ -112,10 +135,16 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         if (plan.IsNoOp)
         {
             WriteVerbose(NoOpMessage(plan));
+            Initramfs(plan, changeRan: true);
             if (PassThru) WriteGroup(group);
             return;
         }
-        if (!ShouldProcessGroup(plan)) return;
+        if (plan.Direction == PassthroughDirection.Enable) WriteCaveats(plan.IommuGroup.Caveats);  // issue 14: before -WhatIf/-Confirm
+        if (!ShouldProcessGroup(plan))
+        {
+            Initramfs(plan, changeRan: false);
+            return;
+        }
         _runner ??= new PlanRunner(HostContext);
         int total = plan.Steps.Count, done = 0;
         var progress = new ProgressRecord(1, $"{Action}: IOMMU group {group}", "Starting") { PercentComplete = 0 };
@@ -134,7 +163,29 @@ public abstract class PassthroughCommandBase : GalliumCmdlet
         try { _runner.Run(plan, say); }
         catch (ChangeInterruptedException e) { EndInterrupted(e); }
         if (total > 4) { progress.RecordType = ProgressRecordType.Completed; WriteProgress(progress); }
+        Initramfs(plan, changeRan: true);
         if (PassThru) WriteGroup(group);
+    }
+
+    /// <summary>After the change (or under -WhatIf, for the change as planned): regenerate a stale initramfs on request,
+    /// else say that it is stale and the exact command (REFERENCE §8.2).</summary>
+    private void Initramfs(PassthroughPlan plan, bool changeRan)
+    {
+        var advice = new InitramfsCheck(HostContext).Check(plan);
+        if (advice is null)
+        {
+            if (UpdateInitramfs) WriteVerbose($"IOMMU group {plan.IommuGroup.Id}: the initramfs needs no update.");
+            return;
+        }
+        if (!UpdateInitramfs)
+        {
+            WriteWarning($"{advice.Reason} Regenerate it: {advice.Command} (or add -UpdateInitramfs).");
+            return;
+        }
+        if (!changeRan || !ShouldProcess(advice.Image, $"Regenerate the initramfs ({advice.Command})")) return;
+        WriteVerbose($"{advice.Reason} Running: {advice.Command}");
+        if (HostContext.Initramfs.Update() is string failure)
+            WriteError(new InitramfsUpdateFailedException(advice.Image, advice.Command, failure));
     }
 
     // -WhatIf: one "What if:" line per device of the group. -Confirm: one prompt per group, listing every device.

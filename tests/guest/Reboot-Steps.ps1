@@ -36,7 +36,7 @@ function Get-KernelDriver {
 Import-Module $ModulePath
 $state = $env:GALLIUM_STATE_ROOT
 $record = "$state/etc/gallium/pci.d/$Address"
-$rule = "$state/etc/udev/rules.d/90-gallium-vfio-$Address.rules"
+$rule = "$state/etc/udev/rules.d/70-gallium-vfio-$Address.rules"
 $applyScript = "$state/usr/local/libexec/gallium/gallium-vfio-apply"
 
 switch ($Boot) {

@@ -22,7 +22,7 @@ busybox="$(command -v busybox || true)"
 
 out="$work/initramfs-$ver.cpio.gz"
 if [ -s "$out" ] && [ "$out" -nt "$here/init.sh" ] && [ "$out" -nt "${BASH_SOURCE[0]}" ] \
-   && [ "$out" -nt "$moddir/modules.dep" ]; then
+   && [ "$out" -nt "$here/initramfs-stage.sh" ] && [ "$out" -nt "$here/boot-sysinit.sh" ] && [ "$out" -nt "$moddir/modules.dep" ]; then
     echo "$out"
     exit 0
 fi
@@ -66,6 +66,9 @@ cp "$moddir"/modules.{order,builtin,builtin.modinfo} "$stage/lib/modules/$ver/" 
 depmod -b "$stage" "$ver"
 
 install -m 0755 "$here/init.sh" "$stage/init"
+# --initramfs-stage and --udev (init.sh): the initramfs' part of a boot and systemd's sysinit part.
+install -m 0755 "$here/initramfs-stage.sh" "$stage/etc/initramfs-stage.sh"
+install -m 0755 "$here/boot-sysinit.sh" "$stage/etc/boot-sysinit.sh"
 log "boot modules: $(tr '\n' ' ' < "$stage/etc/boot-modules")"
 log "disk modules (--persist-disk): $(tr '\n' ' ' < "$stage/etc/disk-modules")"
 ( cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --quiet ) | gzip -1 > "$out.tmp"

@@ -14,12 +14,19 @@ die() { say "FATAL: $*"; sync; poweroff -f; sleep 5; }
 
 ver="$(uname -r)"
 while read -r ko; do
+    case "$ko" in */e1000e.ko) continue ;; esac   # after the config: --udev leaves it to udev
     insmod "/lib/modules/$ver/$ko" || die "insmod $ko failed"
 done < /etc/boot-modules
 
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /mnt/share || die "cannot mount the share"
-KMODDIR=""; CWD=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0; PERSIST=0
+KMODDIR=""; CWD=""; LOAD=""; RAWOUT=0; INTERACTIVE=0; VERBOSE=0; PERSIST=0; UDEV=0; INITRD_STAGE=0; PERSIST_PATHS=""
 . /mnt/share/config || die "cannot read the share's config"
+# --udev: e1000e is not loaded here; udev's coldplug (80-drivers.rules' modalias kmod load) or an initramfs stage loads it.
+if [ "$UDEV" = 1 ]; then
+    echo "e1000e left to udev" > /mnt/share/init-e1000e
+else
+    ko=$(grep '/e1000e\.ko$' /etc/boot-modules) && { insmod "/lib/modules/$ver/$ko" || die "insmod $ko failed"; }
+fi
 [ "$VERBOSE" = 1 ] && say "modules loaded at $(cut -d' ' -f1 /proc/uptime)s"
 
 # --persist-disk: an ext4 disk on the board's AHCI port that outlives this boot (the guest's "real" /etc and /var/lib).
@@ -33,9 +40,20 @@ if [ "$PERSIST" = 1 ]; then
         insmod "/lib/modules/$ver/$ko" $opts 2>/dev/null || { [ "$VERBOSE" = 1 ] && say "insmod $ko failed (ignored)"; }
     done < /etc/disk-modules
     for _ in $(seq 1 100); do [ -b /dev/sda ] && break; sleep 0.1; done
+    # QEMU 7.2's AHCI maps a command's PRDT through the vIOMMU one 4 KiB page at a time and aborts on a short map
+    # ("ide_dma_cb: Assertion `prep_size >= 0 && ...' failed"): the PRDT of a command table near a page end crosses it
+    # once a request has more than 8 segments (reproduced with 16 MiB O_DIRECT writes). Requests of at most 16 KiB have
+    # at most 5 segments, whose PRDT fits in any slot.
+    echo 16 > /sys/block/sda/queue/max_sectors_kb 2>/dev/null || say "warning: cannot limit sda's request size"
     mount -t ext4 /dev/sda /mnt/persist || die "cannot mount the persistent disk (/dev/sda, ext4)"
     mkdir -p /mnt/persist/gallium /mnt/persist/libvirt/etc-qemu /mnt/persist/libvirt/var-lib /mnt/persist/libvirt/var-cache
     [ "$VERBOSE" = 1 ] && say "persistent disk mounted at $(cut -d' ' -f1 /proc/uptime)s"
+    # --initramfs-stage: the initrd.img-<this kernel> on the disk's /boot plays the initramfs' part (init-top, its udev, init-bottom).
+    if [ "$INITRD_STAGE" = 1 ]; then
+        sh /etc/initramfs-stage.sh "/mnt/persist/root/boot/initrd.img-$ver" > /mnt/share/initramfs-stage.log 2>&1 \
+            || die "the initramfs stage failed: $(tail -n 3 /mnt/share/initramfs-stage.log)"
+        [ "$VERBOSE" = 1 ] && say "initramfs stage done at $(cut -d' ' -f1 /proc/uptime)s"
+    fi
 fi
 
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /mnt/host || die "cannot mount hostroot"
@@ -82,6 +100,16 @@ if [ "$PERSIST" = 1 ]; then
     mount --bind /mnt/persist/libvirt/etc-qemu $r/etc/libvirt/qemu || die "bind /etc/libvirt/qemu"
     mount --bind /mnt/persist/libvirt/var-lib $r/var/lib/libvirt || die "bind /var/lib/libvirt"
     mount --bind /mnt/persist/libvirt/var-cache $r/var/cache/libvirt || die "bind /var/cache/libvirt"
+    # --persist-path P: P comes from the disk (root/P there), seeded from the root's own P the first time.
+    for p in $PERSIST_PATHS; do
+        d=/mnt/persist/root$p
+        if [ ! -e "$d" ]; then
+            mkdir -p "$d" && { [ ! -d "$r$p" ] || cp -a "$r$p/." "$d/"; } || die "cannot seed $d"
+        fi
+        mkdir -p "$r$p" && mount --bind "$d" "$r$p" || die "bind $p"
+    done
+fi
+if [ "$PERSIST" = 1 ] && [ "$UDEV" != 1 ]; then
     # The boot unit's job (on a real host the udev rule or a systemd unit does it; this init runs no udev): apply every record.
     apply=/persist/gallium/usr/local/libexec/gallium/gallium-vfio-apply
     if [ -x "$r$apply" ]; then
@@ -95,6 +123,14 @@ if [ "$PERSIST" = 1 ]; then
     else
         echo "no $apply" > $r/run/gallium-boot-apply.log
     fi
+fi
+
+if [ "$UDEV" = 1 ]; then
+    # systemd's sysinit part that binds drivers, played with the real units and the real systemd-udevd (boot-sysinit.sh).
+    cp /etc/boot-sysinit.sh $r/run/gallium-sysinit.sh
+    chroot $r /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash /run/gallium-sysinit.sh \
+        > $r/run/gallium-sysinit.log 2>&1 || say "warning: the sysinit stage failed (see /run/gallium-sysinit.log)"
+    [ "$VERBOSE" = 1 ] && say "udev coldplug settled at $(cut -d' ' -f1 /proc/uptime)s"
 fi
 
 [ "$RAWOUT" = 1 ] && stty -onlcr 2>/dev/null
@@ -111,6 +147,7 @@ rc=$?
 if [ "$PERSIST" = 1 ]; then
     # Daemons the command started (libvirtd, QEMU) hold files on the disk: stop everything, then unmount it cleanly.
     kill -TERM -1 2>/dev/null; sleep 0.5; kill -KILL -1 2>/dev/null; sleep 0.2
+    for p in $PERSIST_PATHS; do umount "$r$p" 2>/dev/null; done
     for m in $r/var/cache/libvirt $r/var/lib/libvirt $r/etc/libvirt/qemu $r/persist; do umount $m 2>/dev/null; done
     umount /mnt/persist 2>/dev/null || mount -o remount,ro /mnt/persist || say "warning: the persistent disk was not unmounted cleanly"
 fi

@@ -5,9 +5,8 @@
 #           starts with it; then Remove it from the VM and Disable it
 #   boot 3: before any cmdlet, 01:00.0 is back on e1000e; the VM is still defined, without the device
 # Usage: tests/guest/reboot-test.sh [--module DIR] [--keep-disk]     (DIR default: out/Gallium.PciPassthrough)
-# Prints each check's PASS/FAIL line, a summary, and last the marker line build.ps1 counts:
-#   GALLIUM-PESTER-RESULT {"Passed":N,"Failed":N,"Skipped":0}
-# Exit code 1 when any check failed (a boot that fails without a FAIL line counts as one failure).
+# Prints each check's PASS/FAIL line, a summary and the marker line build.ps1 counts (boot-sequence.sh); exit code 1
+# when any check failed (a boot that fails without a FAIL line counts as one failure).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -26,24 +25,10 @@ done
 mkdir -p "$here/work"
 disk="$(mktemp -u "$here/work/reboot-disk.XXXXXX.img")"   # run-guest.sh creates it (sparse ext4) on the first boot
 [ "$keep" = 1 ] || trap 'rm -f "$disk"' EXIT
-passed=0 failed=0
-start=$(date +%s)
+. "$here/boot-sequence.sh"
+seq_init reboot-test
 for boot in 1 2 3; do
-    echo "=== reboot-test: boot $boot ==="
-    t0=$(date +%s)
-    out="$(bash "$here/run-guest.sh" --persist-disk "$disk" --timeout 600 -- bash "$here/reboot-boot.sh" "$boot" "$module" 2>&1)"
-    rc=$?
-    printf '%s\n' "$out"
-    p=$(grep -c '^PASS ' <<<"$out")
-    f=$(grep -c '^FAIL ' <<<"$out")
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-        echo "FAIL [boot $boot] the guest run exited $rc without a failed check"
-        f=1
-    fi
-    passed=$((passed + p)) failed=$((failed + f))
-    echo "=== reboot-test: boot $boot: $p passed, $f failed, $(( $(date +%s) - t0 ))s ==="
+    seq_step "boot $boot" bash "$here/run-guest.sh" --persist-disk "$disk" --timeout 600 -- bash "$here/reboot-boot.sh" "$boot" "$module"
 done
-kept=""; [ "$keep" = 1 ] && kept="; disk kept: $disk"
-echo "reboot-test: $passed passed, $failed failed in $(( $(date +%s) - start ))s$kept"
-echo "GALLIUM-PESTER-RESULT {\"Passed\":$passed,\"Failed\":$failed,\"Skipped\":0}"
-exit $((failed > 0))
+kept=""; [ "$keep" = 1 ] && kept="disk kept: $disk"
+seq_end "$kept"

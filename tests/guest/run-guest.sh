@@ -3,8 +3,8 @@
 # with this machine's userland as its root (read-only 9p + tmpfs overlay, REFERENCE §1). The guest's /sys is a real
 # kernel's, so tests may bind devices to vfio-pci there without touching this machine's devices (REFERENCE §7).
 #
-# Usage: run-guest.sh [--no-iommu] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
-#                     [--persist-disk FILE] [--verbose] -- COMMAND [ARG]...
+# Usage: run-guest.sh [--no-iommu] [--vga] [--timeout SECONDS] [--mem MB] [--cwd DIR] [--load MODULE]... [--share DIR]
+#                     [--persist-disk FILE [--persist-path PATH]... [--initramfs-stage]] [--udev] [--verbose] -- COMMAND [ARG]...
 #   --no-iommu     boot with intel_iommu=off: the firmware still has VT-d (DMAR table), the kernel turned it off, so the
 #                  guest has no IOMMU groups and the remedy is on the kernel command line
 #   --timeout S    kill the guest after S seconds (default 900) -> exit 124
@@ -17,6 +17,18 @@
 #                  GALLIUM_STATE_ROOT=/persist/gallium, and /etc/libvirt/qemu, /var/lib/libvirt, /var/cache/libvirt bound
 #                  from it; before COMMAND, init runs /persist/gallium/usr/local/libexec/gallium/gallium-vfio-apply --all
 #                  when it exists (the boot unit's job; log in /run/gallium-boot-apply.log)
+#   --vga          add a VGA display (QEMU stdvga at 00:10.0, BAR 0 = its 16 MiB framebuffer) and boot with vga=0x317:
+#                  the kernel sets a VESA mode and its vesafb firmware framebuffer holds BAR 0 (a line in /proc/iomem).
+#                  The extra function on bus 0 shifts the group numbers of the functions after it (look them up)
+#   --persist-path PATH  (with --persist-disk) PATH in the guest's root comes from the disk (seeded from the root's own
+#                  PATH on first use); with any of them GALLIUM_STATE_ROOT is not set, so the module uses its real paths
+#                  (/etc/gallium, /etc/udev/rules.d, ...) and the real boot tools read what it wrote
+#   --udev         boot as a systemd host binds drivers: init does not load e1000e; before COMMAND, the early units
+#                  sysinit.target wants, then the real systemd-udevd and its coldplug run (boot-sysinit.sh; log in
+#                  /run/gallium-sysinit.log). COMMAND starts with udevd running
+#   --initramfs-stage  (with --persist-disk) when the disk has /boot/initrd.img-<kernel> (under --persist-path /boot), init
+#                  plays it first: its init-top scripts (or dracut pre-udev hooks), its udev and coldplug, then stops its
+#                  udevd (initramfs-stage.sh; log in $GALLIUM_GUEST_SHARE/initramfs-stage.log)
 #   --verbose      kernel messages on the console, guest timing lines, host wall time on stderr
 # Exit code: COMMAND's exit code; 124 on timeout; 125 if the guest died before reporting (or could not cd/start).
 # Environment in the guest: PATH (the caller's, plus the sbin dirs), HOME=/root, DOTNET_CLI_HOME=/root,
@@ -50,7 +62,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 work="$here/work"
 
-iommu=1 timeout_s=900 mem=2048 cwd="$repo" share="" keep_share=0 verbose=0 load=() persist=""
+iommu=1 timeout_s=900 mem=2048 cwd="$repo" share="" keep_share=0 verbose=0 load=() persist="" persist_paths=() udev=0 initrd_stage=0 vga=0
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -61,6 +73,11 @@ while [ $# -gt 0 ]; do
         --load) load+=("${2:?}"); shift ;;
         --share) share="${2:?}"; keep_share=1; shift ;;
         --persist-disk) persist="${2:?}"; shift ;;
+        --vga) vga=1 ;;
+        --persist-path) [[ "${2:?}" =~ ^(/[A-Za-z0-9._-]+)+$ ]] || { echo "run-guest: --persist-path takes an absolute path" >&2; exit 2; }
+                        persist_paths+=("$2"); shift ;;
+        --udev) udev=1 ;;
+        --initramfs-stage) initrd_stage=1 ;;
         --verbose) verbose=1 ;;
         --) shift; break ;;
         -h|--help) usage ;;
@@ -70,6 +87,9 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "run-guest: no command given" >&2; usage; }
 [[ "$timeout_s" =~ ^[0-9]+$ && "$mem" =~ ^[0-9]+$ ]] || { echo "run-guest: --timeout and --mem take integers" >&2; exit 2; }
+if [ -z "$persist" ] && { [ ${#persist_paths[@]} -gt 0 ] || [ "$initrd_stage" = 1 ]; }; then
+    echo "run-guest: --persist-path and --initramfs-stage need --persist-disk" >&2; exit 2
+fi
 
 # Build what is missing, serialised: several runs may start at once.
 mkdir -p "$work/runs"
@@ -116,6 +136,9 @@ sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }   # single-quote for the guest's bus
     echo "INTERACTIVE=$interactive"
     echo "VERBOSE=$verbose"
     echo "PERSIST=$([ -n "$persist" ] && echo 1 || echo 0)"
+    echo "PERSIST_PATHS=$(sq "${persist_paths[*]:-}")"
+    echo "UDEV=$udev"
+    echo "INITRD_STAGE=$initrd_stage"
 } > "$share/config"
 
 guest_path="$PATH"
@@ -130,7 +153,11 @@ done
     printf 'export PATH=%q\n' "$guest_path"
     echo 'export HOME=/root DOTNET_CLI_HOME=/root DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 GALLIUM_TEST_GUARD=1'
     echo 'export GALLIUM_GUEST_SHARE=/run/gallium-share'
-    [ -n "$persist" ] && echo 'export GALLIUM_STATE_ROOT=/persist/gallium GALLIUM_GUEST_PERSIST=/persist'
+    if [ -n "$persist" ] && [ ${#persist_paths[@]} -eq 0 ]; then
+        echo 'export GALLIUM_STATE_ROOT=/persist/gallium GALLIUM_GUEST_PERSIST=/persist'
+    elif [ -n "$persist" ]; then
+        echo 'export GALLIUM_GUEST_PERSIST=/persist'
+    fi
     if [ "$interactive" = 1 ]; then printf 'export TERM=%q\n' "${TERM:-vt100}"; else echo 'export TERM=dumb NO_COLOR=1'; fi
     printf 'cd -- %q || { echo "run-guest: cannot cd to %q in the guest" >&2; exit 125; }\n' "$cwd" "$cwd"
     printf 'exec'; printf ' %q' "$@"; printf '\n'
@@ -145,6 +172,12 @@ else
     append="$append intel_iommu=off"
 fi
 [ "$verbose" = 1 ] || append="$append quiet"
+vga_args=()
+if [ "$vga" = 1 ]; then
+    # QEMU hands vga= to the kernel's real-mode setup, which sets the VESA mode through SeaBIOS's VGA BIOS.
+    vga_args=(-device VGA,bus=pcie.0,addr=0x10)
+    append="$append vga=0x317"
+fi
 
 # Fixed addresses everywhere so BDFs and group numbers never shift (REFERENCE §7.2); see the table above.
 topology=(
@@ -172,7 +205,7 @@ topology=(
 
 qemu=(qemu-system-x86_64 -accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m "$mem"
       -nographic -no-reboot -nodefaults -serial stdio
-      "${iommu_args[@]}" "${topology[@]}" "${persist_args[@]}"
+      "${iommu_args[@]}" "${topology[@]}" "${vga_args[@]}" "${persist_args[@]}"
       -kernel "$vmlinuz" -initrd "$initrd" -append "$append")
 
 start=$(date +%s.%N)

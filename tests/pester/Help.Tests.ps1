@@ -140,6 +140,17 @@ Describe 'about_Gallium_PciPassthrough' {
         $missing | Should -BeNullOrEmpty -Because 'the ERROR IDS section has one entry per id'
     }
 
+    It 'has a row in its error table for every error id the code raises' {
+        # Ids are the first string of an exception's constructor (or of MmioPlanner's Refuse): "<Noun><Condition>".
+        $sources = Get-ChildItem -Path (Join-Path $env:GALLIUM_REPO 'src') -Recurse -Filter '*.cs'
+        $raised = @($sources | ForEach-Object { [regex]::Matches((Get-Content -Raw $_.FullName), '(?:Exception|base|Refuse)\(\s*(?:plan,\s*)?"([A-Z][A-Za-z]+)"') } |
+            ForEach-Object { $_.Groups[1].Value } | Sort-Object -Unique)
+        $raised.Count | Should -BeGreaterThan 30 -Because 'the scan must find the ids (it did find 43 when written)'
+        $page = Get-Content -Raw (Join-Path $env:GALLIUM_REPO 'docs/en-US/about_Gallium_PciPassthrough.md')
+        $rows = @([regex]::Matches($page, '(?m)^\| (\w+) \|') | ForEach-Object { $_.Groups[1].Value })
+        @($raised | Where-Object { $_ -notin $rows }) | Should -BeNullOrEmpty -Because 'every id needs a row: category, meaning, what to do'
+    }
+
     It 'names the test seam and every environment variable the module reads' {
         foreach ($name in 'GalliumHostContext', 'GALLIUM_SYSFS_ROOT', 'GALLIUM_PROC_ROOT', 'GALLIUM_DEV_ROOT', 'GALLIUM_PCI_IDS',
             'GALLIUM_STATE_ROOT', 'LIBVIRT_DEFAULT_URI') {

@@ -223,14 +223,14 @@ Describe 'Fleet inventory over PowerShell SSH remoting (this host, read-only)' -
         $text | Should -Not -Match '(?m)^VfioDeviceNode\s+:' -Because 'the module view lists chosen properties, not all of them'
     }
 
-    It 'a deserialized device piped into Get-GalliumPciDevice inside a remote session binds -Address (-ArgumentList)' {
+    It 'a device passed to a remote session binds there (-ArgumentList), rehydrated as a live device with its host' {
         $copy = $remoteDevices[-1]
         $result = Invoke-Command $session {
             param($Device)
             $env:GALLIUM_TEST_GUARD = '1'
             $Device | Get-GalliumPciDevice | ForEach-Object { [pscustomobject]@{ Type = $_.GetType().FullName; Address = "$($_.Address)"; Input = $Device.PSObject.TypeNames[0] } }
         } -ArgumentList (, $copy)
-        $result.Input | Should -Be 'Deserialized.Gallium.Pci.PciDevice' -Because 'the remote side received a deserialized device'
+        $result.Input | Should -Be 'Gallium.Pci.PciDevice' -Because 'a session with the module rehydrates a device it receives (types.ps1xml), so it is checked as the device it is'
         $result.Type | Should -Be 'Gallium.Pci.PciDevice' -Because 'the cmdlet re-read the live device'
         $result.Address | Should -Be $copy.Address
     }
@@ -310,7 +310,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
             $d.Driver | Should -Not -BeNullOrEmpty
         }
         $lines = Get-TableLines $gpuGroup
-        $lines[0] | Should -Match '^\s*Id\s+Viable\s+Devices\s+PSComputerName$'
+        $lines[0] | Should -Match '^\s*Id\s+Viable\s+Devices\s+Caveats\s+PSComputerName$'
         ($lines -match "$([regex]::Escape($sim.Gpu)) .+ \[nvidia\]").Count | Should -Be 1
         ($lines -match "$([regex]::Escape($sim.GpuAudio)) .+ \[snd_hda_intel\]").Count | Should -Be 1
     }
@@ -411,13 +411,16 @@ Describe 'Export-Clixml / Import-Clixml keeps every output type' -Tag Remoting {
     }
     AfterAll { Remove-SimulatedHost }
 
-    It 'PciDevice: every property, BARs as objects, address and state as text' {
+    It 'PciDevice: every property, BARs as objects, and its host: Import-Clixml rehydrates it as a live device' {
         foreach ($live in $devices) {
             $copy = Copy-ThroughClixml $live
-            $copy.PSObject.TypeNames[0] | Should -Be 'Deserialized.Gallium.Pci.PciDevice'
+            # Rehydrated (types.ps1xml TargetTypeForDeserialization), so a copy piped into Enable/Add binds as the device it
+            # is and a copy from another host is refused (PciDeviceNotOnThisHost) rather than bound by its address text.
+            $copy | Should -BeOfType ([Gallium.Pci.PciDevice])
             Assert-SameProperties $live $copy "device $($live.Address)"
-            $copy.Address | Should -BeOfType [string]
-            $copy.PassthroughState | Should -BeOfType [string]
+            $copy.Host | Should -Be $live.Host
+            $copy.Address | Should -Be $live.Address
+            $copy.PassthroughState | Should -Be $live.PassthroughState
             @($copy.Bars).Count | Should -Be $live.Bars.Count
             for ($i = 0; $i -lt $live.Bars.Count; $i++) { Assert-SameProperties $live.Bars[$i] @($copy.Bars)[$i] "BAR $i of $($live.Address)" }
         }
@@ -441,7 +444,7 @@ Describe 'Export-Clixml / Import-Clixml keeps every output type' -Tag Remoting {
             $copy | Should -BeOfType ([Gallium.Pci.IommuGroup])
             Assert-SameProperties $live $copy "IOMMU group $($live.Id)"
             for ($i = 0; $i -lt $live.Devices.Count; $i++) { Assert-SameProperties $live.Devices[$i] @($copy.Devices)[$i] "member $i of group $($live.Id)" }
-            (Get-TableLines $copy)[0] | Should -Match '^\s*Id\s+Viable\s+Devices$'
+            (Get-TableLines $copy)[0] | Should -Match '^\s*Id\s+Viable\s+Devices\s+Caveats$'
         }
     }
 
@@ -533,7 +536,7 @@ Describe 'libvirt over qemu+ssh://root@localhost (the -Uri the VM cmdlets take)'
         It 'the deserialized assignment renders locally with the module''s table view' {
             $rows = @(Get-TableRows $remoteAssignment)
             $rows.Count | Should -Be 1
-            $rows[0].Keys -join ' ' | Should -Be 'VmName VmState Address GuestAddress Managed MmioWindow MmioNeeded FixNeeded PSComputerName'
+            $rows[0].Keys -join ' ' | Should -Be 'VmName VmState Address GuestAddress Managed MmioWindow MmioNeeded FixNeeded Node VmNodes PSComputerName'
             $rows[0].VmName.Text | Should -Be $vmName
             $rows[0].VmState.Text | Should -Be 'ShutOff'
             $rows[0].Address.Text | Should -Be '0000:ee:00.0'

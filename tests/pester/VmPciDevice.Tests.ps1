@@ -7,20 +7,11 @@ BeforeAll {
     Import-GalliumModule
     if (-not ('Gallium.PesterSupport.AnsweringHost' -as [type])) { Add-Type -Path (Join-Path $PSScriptRoot 'AnsweringHost.cs') }
     $H = [Gallium.Pci.Testing.StandardHost]
-    try { $script:libvirt = [Gallium.Pci.Libvirt.LibvirtConnection]::Open('qemu:///system') }
-    catch { throw "These tests need a running libvirtd on qemu:///system: run tests/libvirt/start-libvirtd.sh as root. ($_)" }
-    $script:prefix = 'gpester-' + [guid]::NewGuid().ToString('n').Substring(0, 8)
+    $suite = Initialize-VmSuite
+    $script:libvirt = $suite.Libvirt
+    $script:prefix = $suite.Prefix
 
-    function New-TestVm([string] $Suffix, [switch] $Uefi) {
-        $name = "$script:prefix-$Suffix"
-        $os = if ($Uefi) {
-            "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader><nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'/>"
-        } else { '' }
-        $xml = "<domain type='qemu'><name>$([System.Security.SecurityElement]::Escape($name))</name><memory unit='MiB'>64</memory>" +
-            "<os><type arch='x86_64' machine='q35'>hvm</type>$os</os><features><acpi/></features><devices></devices></domain>"
-        $script:libvirt.DefineDomain($xml) | Out-Null
-        $name
-    }
+    function New-TestVm([string] $Suffix, [switch] $Uefi) { New-LibvirtTestVm -Libvirt $script:libvirt -Prefix $script:prefix -Suffix $Suffix -Uefi:$Uefi }
     function Get-VmXml([string] $Name) { $script:libvirt.GetDomain($Name).Xml }
     function Invoke-WithAnswer([string] $Answer, [string] $VmName, [string] $Address) {
         $answering = [Gallium.PesterSupport.AnsweringHost]::new($Answer)
@@ -42,12 +33,7 @@ BeforeAll {
 }
 
 AfterAll {
-    foreach ($d in $script:libvirt.ListDomains()) {
-        if ($d.Name.StartsWith($script:prefix)) {
-            if ($d.State -ne 'ShutOff') { $script:libvirt.DestroyDomain($d.Name) }
-            if ($d.IsPersistent) { $script:libvirt.UndefineDomain($d.Name) }
-        }
-    }
+    Remove-LibvirtTestVm -Libvirt $script:libvirt -Prefix $script:prefix
     $script:libvirt.Dispose()
     Remove-SimulatedHost
 }
@@ -275,5 +261,227 @@ Describe 'A GPU with its audio function, and the large-BAR MMIO window' {
         Repair-GalliumVmPciDevice -VmName $vm -Confirm:$false
         (Get-GalliumVmPciDevice -VmName $vm).MmioFixNeeded | Should -BeFalse
         $script:libvirt.DetachDeviceFromConfig($vm, [Gallium.Pci.Libvirt.DomainXml]::BuildDetach([Gallium.Pci.PciAddress]::Parse($H::ComputeGpu)))
+    }
+
+    # One plan per VM: the large-BAR fix sized for everything the VM will hold.
+    It 'Remove of a small GPU from a VM that keeps a 128 GiB GPU leaves the fix in place, and FixNeeded stays False' {
+        foreach ($a in $H::Gpu, $H::ComputeGpu) { Clear-LibvirtTestDevice -Libvirt $script:libvirt -Prefix $script:prefix -Address $a }
+        $vm = New-TestVm 'keepfix' -Uefi
+        Add-GalliumVmPciDevice -VmName $vm -Address $H::ComputeGpu
+        Add-GalliumVmPciDevice -VmName $vm -Address $H::Gpu
+        $fix = [Gallium.Pci.Mmio.MmioDomainXml]::FixFingerprint($script:libvirt.GetDefinition($vm))
+        Remove-GalliumVmPciDevice -VmName $vm -Address $H::Gpu -Force
+        [Gallium.Pci.Mmio.MmioDomainXml]::FixFingerprint($script:libvirt.GetDefinition($vm)) | Should -Be $fix
+        $a = @(Get-GalliumVmPciDevice -VmName $vm)
+        @($a | ForEach-Object { "$($_.Address)" }) | Should -Be @($H::ComputeGpu)
+        $a[0].MmioFixNeeded | Should -BeFalse
+        Remove-GalliumVmPciDevice -VmName $vm -Address $H::ComputeGpu -Force
+        [Gallium.Pci.Mmio.MmioDomainXml]::HasFix($script:libvirt.GetDefinition($vm)) | Should -BeFalse
+    }
+
+    It 'eight 128 GiB GPUs for one VM on a 39-bit host: -WhatIf and the real run refuse the whole set, naming the sum and the limit; the VM is unchanged' {
+        $t = [Gallium.Pci.Testing.HostTopology]::Create().PhysicalAddressBits(39).RootComplex('0000:00:00.0', 0x8086, 0x3e30, 0x060000, $null)
+        foreach ($i in 1..8) {   # buses 0x41-0x48: no address another test VM holds (one device, one VM holds across hosts in one libvirtd)
+            $null = $t.RootPort(('0000:00:{0:x2}.0' -f $i), 0x40 + $i, 0x8086, 0xa338).Endpoint(('0000:{0:x2}:00.0' -f (0x40 + $i)), 0x10de, 0x2330, 0x030200, 'nvidia').
+                Mem32Bar(0, 16MB, $false).Mem64Bar(1, 128GB, $true).Mem64Bar(3, 32MB, $true)
+        }
+        $eight = $t.Build([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
+        $standard = $global:GalliumHostContext
+        $global:GalliumHostContext = $eight.CreateContext($true)
+        try {
+            Get-GalliumPciDevice -Class Display | Enable-GalliumPciPassthrough -Confirm:$false
+            $vm = New-TestVm 'eight' -Uefi
+            $before = $script:libvirt.GetDefinition($vm)
+            foreach ($whatIf in $true, $false) {
+                $transcript = Join-Path $TestDrive "eight-$whatIf.txt"
+                Start-Transcript -Path $transcript | Out-Null
+                try { Get-GalliumPciDevice -Class Display | Add-GalliumVmPciDevice -VmName $vm -WhatIf:$whatIf -ErrorVariable errs -ErrorAction SilentlyContinue }
+                finally { Stop-Transcript | Out-Null }
+                $errs.Count | Should -Be 1 -Because 'one plan for the VM, refused as a whole'
+                $errs[0].FullyQualifiedErrorId | Should -BeLike 'MmioWindowBeyondHostAddressBits,*'
+                "$($errs[0].CategoryInfo.Category)" | Should -Be 'LimitsExceeded'
+                "$($errs[0])" | Should -Match '8 devices, 1 TiB of 64-bit BARs in all'
+                "$($errs[0])" | Should -Match '39 physical address bits reach \(0x8000000000, 512 GiB\)'
+                "$($errs[0])" | Should -Match 'at least \d+ physical address bits'
+                "$($errs[0])" | Should -Match 'the first \d \(.*\) would fit'
+                @(Get-Content $transcript | Where-Object { $_ -match '^What if:' }) | Should -BeNullOrEmpty -Because '-WhatIf promises nothing the real run would not do'
+                $script:libvirt.GetDefinition($vm) | Should -Be $before
+            }
+        } finally {
+            $global:GalliumHostContext = $standard
+            $eight.DeleteTree()
+        }
+    }
+}
+
+Describe 'Checks that cannot be sidestepped: objects from another host, VM names, URIs, the system libvirt' {
+    BeforeAll {
+        Enable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false
+        $vm = New-TestVm 'checks'
+        # Host B: another simulated host, the same NIC model in the same slot; its device object exported as an admin would.
+        $hostB = [Gallium.Pci.Testing.SimulatedHosts]::Amd([Gallium.Pci.Testing.SimulatedHosts]::CreateTempRoot())
+        $here = $global:GalliumHostContext
+        $global:GalliumHostContext = $hostB.CreateContext($true)
+        try {
+            Get-GalliumPciDevice -Address $H::FreeNic | Export-Clixml (Join-Path $TestDrive 'nic-from-b.clixml')
+            Get-GalliumIommuGroup | Where-Object { @($_.Devices | ForEach-Object { "$($_.Address)" }) -contains $H::FreeNic } | Export-Clixml (Join-Path $TestDrive 'group-from-b.clixml')
+        } finally { $global:GalliumHostContext = $here }
+    }
+    AfterAll {
+        $hostB.DeleteTree()
+        Disable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false -ErrorAction SilentlyContinue
+    }
+
+    It 'a device exported on host B comes back as a live device that says where it was read' {
+        $nic = Import-Clixml (Join-Path $TestDrive 'nic-from-b.clixml')
+        $nic | Should -BeOfType ([Gallium.Pci.PciDevice])
+        $nic.Host.MachineId | Should -Be $hostB.MachineId
+        $nic.Host.Name | Should -Be $hostB.HostName
+    }
+
+    It 'piped into <Command> here, it is refused PciDeviceNotOnThisHost with the remedy, and nothing changes' -TestCases @(
+        @{ Command = 'Add-GalliumVmPciDevice' }, @{ Command = 'Enable-GalliumPciPassthrough' }, @{ Command = 'Disable-GalliumPciPassthrough' }
+    ) {
+        $nic = Import-Clixml (Join-Path $TestDrive 'nic-from-b.clixml')
+        $p = @{ ErrorVariable = 'errs'; ErrorAction = 'SilentlyContinue' }
+        if ($Command -eq 'Add-GalliumVmPciDevice') { $p.VmName = $vm } else { $p.Confirm = $false }
+        $driver = $kernel.DriverOf($H::FreeNic)
+        $nic | & $Command @p
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'PciDeviceNotOnThisHost,*'
+        "$($errs[0].CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+        "$($errs[0])" | Should -Match ([regex]::Escape($hostB.HostName))
+        $errs[0].ErrorDetails.RecommendedAction | Should -Match "Invoke-Command -HostName $([regex]::Escape($hostB.HostName))"
+        $errs[0].ErrorDetails.RecommendedAction | Should -Match "-Address $([regex]::Escape($H::FreeNic))"
+        $kernel.DriverOf($H::FreeNic) | Should -Be $driver
+        ([xml](Get-VmXml $vm)).domain.devices.hostdev | Should -BeNullOrEmpty
+    }
+
+    It 'an IOMMU group exported on host B is refused by Enable here' {
+        $group = Import-Clixml (Join-Path $TestDrive 'group-from-b.clixml')
+        $group | Enable-GalliumPciPassthrough -WhatIf -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'PciDeviceNotOnThisHost,*'
+    }
+
+    It 'the same address given as -Address acts on this host''s device, as the remedy says' {
+        $nic = Import-Clixml (Join-Path $TestDrive 'nic-from-b.clixml')
+        Add-GalliumVmPciDevice -VmName $vm -Address $nic.Address
+        @(Get-GalliumVmPciDevice -VmName $vm | ForEach-Object { "$($_.Address)" }) | Should -Be @($H::FreeNic)
+        Remove-GalliumVmPciDevice -VmName $vm -Address $H::FreeNic -Force
+    }
+
+    It 'a VM name with <What> is VmNameInvalid (InvalidArgument) and never edits the VM its prefix names' -TestCases @(
+        @{ What = 'a NUL'; Char = [char]0 }, @{ What = 'a tab'; Char = [char]9 }, @{ What = 'an escape'; Char = [char]27 }
+    ) {
+        $name = "$vm$Char" + 'x'
+        foreach ($c in @{ Command = 'Add-GalliumVmPciDevice'; With = @{ Address = $H::FreeNic } }, @{ Command = 'Remove-GalliumVmPciDevice'; With = @{ Address = $H::FreeNic; Force = $true } },
+            @{ Command = 'Get-GalliumVmPciDevice'; With = @{} }, @{ Command = 'Repair-GalliumVmPciDevice'; With = @{ Confirm = $false } }) {
+            $with = $c.With
+            $errs = $null
+            & $c.Command -VmName $name @with -ErrorAction SilentlyContinue -ErrorVariable errs | Out-Null
+            $errs.Count | Should -BeGreaterThan 0 -Because "$($c.Command) must refuse the name"
+            $errs[0].FullyQualifiedErrorId | Should -BeLike 'VmNameInvalid,*'
+            "$($errs[0].CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+            "$($errs[0])" | Should -Not -Match ([regex]::Escape([string]$Char))
+        }
+        ([xml](Get-VmXml $vm)).domain.devices.hostdev | Should -BeNullOrEmpty
+    }
+
+    It 'a -VmName wildcard that does not parse is VmNamePatternInvalid (InvalidArgument) for <Command>, and the other names still run' -TestCases @(
+        @{ Command = 'Get-GalliumVmPciDevice'; With = @{} }, @{ Command = 'Repair-GalliumVmPciDevice'; With = @{ WhatIf = $true } }
+    ) {
+        $errs = $null
+        $out = & $Command -VmName "$vm[", $vm @With -ErrorAction SilentlyContinue -ErrorVariable errs
+        @($errs).Count | Should -Be 1
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'VmNamePatternInvalid,*'
+        "$($errs[0].CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+        "$($errs[0])" | Should -Match 'VmName'
+    }
+
+    It 'a malformed -Uri is LibvirtUriInvalid, never "another host''s libvirt": <Uri>' -TestCases @(
+        @{ Uri = 'qemu:///sys tem' }, @{ Uri = 'not a uri' }, @{ Uri = "qemu:///system`0" }, @{ Uri = 'system' }
+    ) {
+        foreach ($command in { Add-GalliumVmPciDevice -VmName $vm -Address $H::FreeNic -Uri $Uri }, { Remove-GalliumVmPciDevice -VmName $vm -Address $H::FreeNic -Force -Uri $Uri },
+            { Repair-GalliumVmPciDevice -Uri $Uri -Confirm:$false }, { Get-GalliumVmPciDevice -Uri $Uri }, { Disable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false -Uri $Uri }) {
+            $err = $null
+            try { & $command } catch { $err = $_ }
+            $err.FullyQualifiedErrorId | Should -BeLike 'LibvirtUriInvalid,*'
+            "$($err.CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+        }
+    }
+
+    It 'Disable asks qemu:///system whatever LIBVIRT_DEFAULT_URI says: a group a system VM holds stays on vfio-pci' {
+        Add-GalliumVmPciDevice -VmName $vm -Address $H::FreeNic
+        $saved = $env:LIBVIRT_DEFAULT_URI
+        try {
+            $env:LIBVIRT_DEFAULT_URI = 'test:///default'   # a libvirt that knows none of this host's VMs
+            Disable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false -ErrorVariable errs -ErrorAction SilentlyContinue
+        } finally { $env:LIBVIRT_DEFAULT_URI = $saved }
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'IommuGroupAssigned,*'
+        "$($errs[0])" | Should -Match ([regex]::Escape($vm))
+        $kernel.DriverOf($H::FreeNic) | Should -Be 'vfio-pci'
+        Remove-GalliumVmPciDevice -VmName $vm -Address $H::FreeNic -Force
+    }
+
+    It 'Disable -Uri <Uri> is refused <Id> before anything changes (only the system libvirt can say nothing holds the group)' -TestCases @(
+        @{ Uri = 'test:///default'; Id = 'LibvirtUriNotSystem' }, @{ Uri = 'qemu:///session'; Id = 'LibvirtUriNotSystem' }, @{ Uri = 'qemu+ssh://hv7.example/system'; Id = 'LibvirtUriNotLocal' }
+    ) {
+        $err = $null
+        try { Disable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false -Uri $Uri } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -BeLike "$Id,*"
+        $err.ErrorDetails.RecommendedAction | Should -Not -BeNullOrEmpty
+        $kernel.DriverOf($H::FreeNic) | Should -Be 'vfio-pci'
+    }
+
+    It 'Disable -Uri qemu:///system?socket=... (the system daemon on its socket) is accepted' {
+        Disable-GalliumPciPassthrough -Address $H::FreeNic -Uri 'qemu:///system?socket=/run/libvirt/libvirt-sock' -WhatIf -ErrorVariable errs
+        $errs | Should -BeNullOrEmpty
+    }
+}
+
+Describe 'A stop (Ctrl+C) at any point of Add or Remove finishes or rolls back the VM edit, and says which' {
+    BeforeAll {
+        Enable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false
+        Enable-GalliumPciPassthrough -Address $H::ComputeGpu -Confirm:$false
+        function Get-State([string] $Vm) {
+            $xml = $script:libvirt.GetDefinition($Vm)
+            (@([Gallium.Pci.Libvirt.DomainXml]::ReadPciHostdevs($xml) | ForEach-Object { "$($_.Address)" }) -join ',') + ' ' + [Gallium.Pci.Mmio.MmioDomainXml]::FixFingerprint($xml)
+        }
+    }
+    AfterAll {
+        Disable-GalliumPciPassthrough -Address $H::FreeNic -Confirm:$false -ErrorAction SilentlyContinue
+        Disable-GalliumPciPassthrough -Address $H::ComputeGpu -Confirm:$false -ErrorAction SilentlyContinue
+    }
+
+    It '<Command> of <Address>: stopped at each of its verbose records, the VM is as it began or as the command ends it, and the warning says which' -TestCases @(
+        @{ Command = 'Add-GalliumVmPciDevice'; Address = '0000:02:00.0' }, @{ Command = 'Remove-GalliumVmPciDevice'; Address = '0000:05:00.0' }   # the H100, the free NIC
+    ) {
+        $setup = {
+            $v = New-TestVm "stop-$([guid]::NewGuid().ToString('n').Substring(0, 6))" -Uefi
+            if ($Command -like 'Remove*') { Add-GalliumVmPciDevice -VmName $v -Address $Address }
+            $v
+        }
+        $parameters = { param($v) @{ VmName = $v; Address = $Address; Verbose = $true } + $(if ($Command -like 'Remove*') { @{ Force = $true } } else { @{} }) }
+        $reference = & $setup
+        $start = Get-State $reference
+        $run = Complete-GatedCommand (Start-GatedCommand $Command (& $parameters $reference))
+        $run.Errors | Should -BeNullOrEmpty
+        $end = Get-State $reference
+        $end | Should -Not -Be $start
+        $points = $run.Verbose.Count
+        $script:libvirt.UndefineDomain($reference)
+        $undone = 0
+        for ($k = 1; $k -le $points; $k++) {
+            $v = & $setup
+            $r = Complete-GatedCommand (Start-GatedCommand $Command (& $parameters $v) -StopAtVerbose $k)
+            $r.Stopped | Should -BeTrue -Because "the stop at verbose record $k wins"
+            $state = Get-State $v
+            $state | Should -BeIn @($start, $end) -Because "record ${k}: whole or nothing"
+            $said = $r.Warnings -join ' '
+            if ($said -match 'every step already made was undone') { $state | Should -Be $start; $undone++ }
+            if ($said -match 'the change is complete') { $state | Should -Be $end }
+            if ($Command -like 'Remove*') { Remove-GalliumVmPciDevice -VmName $v -Address $Address -Force -ErrorAction SilentlyContinue }
+            $script:libvirt.UndefineDomain($v)
+        }
+        $undone | Should -BeGreaterThan 0 -Because 'a stop inside the change is rolled back and said so'
     }
 }

@@ -19,6 +19,14 @@ internal sealed class KernelConfig
     public Dictionary<string, string> LoadFailures { get; } = new(StringComparer.Ordinal);
     public HashSet<string> UnavailableModules { get; } = new(StringComparer.Ordinal);
     public List<PciAddress[]> SharedGroups { get; } = [];
+    /// <summary>Interrupt remapping active when the IOMMU is on ("IR-" chips in /proc/interrupts); false = the firmware left it off.</summary>
+    public bool InterruptRemapping { get; set; } = true;
+    /// <summary>vfio_iommu_type1's allow_unsafe_interrupts, reported as Y/N once the module is loaded (REFERENCE §8.4).</summary>
+    public bool AllowUnsafeInterrupts { get; set; }
+    /// <summary>Each NUMA node's CPU list ("0-7"); one node with CPUs 0-1 by default.</summary>
+    public List<string> NumaNodes { get; } = [];
+
+    public IReadOnlyList<string> EffectiveNumaNodes => NumaNodes.Count > 0 ? NumaNodes : ["0-1"];
 
     public bool IommuOn => FirmwareIommu && KernelIommu;
     public string IommuUnit => Amd ? "ivhd0" : "dmar0";

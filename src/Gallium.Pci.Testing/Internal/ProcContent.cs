@@ -32,8 +32,11 @@ internal static class ProcContent
     public static string CpuInfo(KernelConfig c)
     {
         var sb = new StringBuilder();
-        for (int cpu = 0; cpu < 2; cpu++)
+        var nodes = c.EffectiveNumaNodes.Select(Gallium.Pci.Numa.NumaTopology.ParseList).ToArray();
+        var cpus = nodes.SelectMany((list, node) => list.Select(cpu => (Cpu: cpu, Node: node))).OrderBy(x => x.Cpu).ToArray();
+        foreach (var (cpu, node) in cpus)
         {
+            int siblings = nodes[node].Count, core = Array.IndexOf(nodes[node].ToArray(), cpu);
             sb.Append(CultureInfo.InvariantCulture, $"processor\t: {cpu}\n");
             if (c.Amd)
             {
@@ -46,7 +49,7 @@ internal static class ProcContent
                 sb.Append("stepping\t: 8\nmicrocode\t: 0x2b000571\ncpu MHz\t\t: 3100.000\ncache size\t: 46080 KB\n");
             }
             sb.Append(CultureInfo.InvariantCulture,
-                $"physical id\t: 0\nsiblings\t: 2\ncore id\t\t: {cpu}\ncpu cores\t: 2\napicid\t\t: {cpu * 2}\ninitial apicid\t: {cpu * 2}\n");
+                $"physical id\t: {node}\nsiblings\t: {siblings}\ncore id\t\t: {core}\ncpu cores\t: {siblings}\napicid\t\t: {cpu * 2}\ninitial apicid\t: {cpu * 2}\n");
             sb.Append("fpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: ").Append(c.Amd ? "16" : "31").Append("\nwp\t\t: yes\n");
             sb.Append("flags\t\t: ").Append(c.Amd ? AmdFlags : IntelFlags).Append('\n');
             if (!c.Amd) sb.Append("vmx flags\t: vnmi preemption_timer posted_intr invvpid ept_x_only ept_ad ept_1gb flexpriority apicv tsc_offset vtpr mtf vapic ept vpid unrestricted_guest\n");
@@ -76,6 +79,69 @@ internal static class ProcContent
         if (root is not null)
             sb.Append(CultureInfo.InvariantCulture,
                 $"27 22 259:{root.FirstMinor + 1} / /boot/efi rw,relatime shared:31 - vfat /dev/{n}p1 rw,fmask=0077,dmask=0077,codepage=437,iocharset=ascii,shortname=mixed,utf8,errors=remount-ro\n");
+        return sb.ToString();
+    }
+
+    /// <summary>proc/iomem as root reads it ([K] kernel/resource.c r_show: "%*s%0*llx-%0*llx : %s", two spaces per level):
+    /// RAM and firmware ranges, the root bus windows, each bridge's windows as "PCI Bus DDDD:BB", each memory BAR under the
+    /// function's name, and a firmware framebuffer inside the BAR it holds (REFERENCE §8.4).</summary>
+    public static string IoMem(IReadOnlyList<SimDevice> order, IReadOnlyDictionary<SimDevice, ulong[]> windows)
+    {
+        var entries = new List<(ulong Start, ulong End, string Name)>
+        {
+            (0x0, 0xfff, "Reserved"), (0x1000, 0x9ffff, "System RAM"), (0xa0000, 0xfffff, "Reserved"), (0xf0000, 0xfffff, "System ROM"),
+            (0x100000, 0x7fffffff, "System RAM"), (0x1000000, 0x1ffffff, "Kernel code"), (0x2000000, 0x25fffff, "Kernel data"),
+            (0xfec00000, 0xfec003ff, "IOAPIC 0"), (0xfed00000, 0xfed003ff, "HPET 0"), (0xfee00000, 0xfee00fff, "Local APIC"),
+            (0x100000000, 0x107fffffff, "System RAM"),
+        };
+        foreach (var domain in order.Select(d => d.Address.Domain).Distinct())
+        {
+            string root = string.Create(CultureInfo.InvariantCulture, $"PCI Bus {domain:x4}:00");
+            entries.Add((0x80000000, 0xfebfffff, root));
+            entries.Add((0x2000000000, 0x7fffffffff, root));
+        }
+        static bool Related(SimDevice a, SimDevice b)
+        {
+            for (var p = a; p is not null; p = p.Parent) if (p == b) return true;
+            for (var p = b; p is not null; p = p.Parent) if (p == a) return true;
+            return false;
+        }
+        // The builder places BARs host-wide, not per bridge, so sibling bridges' windows can interleave; such a window could not
+        // nest in the real resource tree and is left out (the BARs below it still show).
+        var bridgeWindows = windows.Where(kv => kv.Key.IsBridge)
+            .SelectMany(kv => new[] { 1, 2 }.Where(k => kv.Value[k * 2 + 1] != 0).Select(k => (Bridge: kv.Key, Start: kv.Value[k * 2], End: kv.Value[k * 2 + 1])))
+            .ToList();
+        foreach (var w in bridgeWindows)
+        {
+            if (bridgeWindows.Any(o => !Related(o.Bridge, w.Bridge) && o.Start <= w.End && w.Start <= o.End)) continue;
+            entries.Add((w.Start, w.End, string.Create(CultureInfo.InvariantCulture, $"PCI Bus {w.Bridge.Address.Domain:x4}:{w.Bridge.SecondaryBus:x2}")));
+        }
+        foreach (var d in order)
+        {
+            foreach (var bar in d.Bars.Where(b => b.Assigned && b.Type != BarType.Io))
+                entries.Add((bar.Start, bar.Start + bar.Size - 1, d.Bdf));
+            if (d.FirmwareFramebuffer is { } holder)
+            {
+                var held = d.FramebufferBar >= 0
+                    ? d.Bars.FirstOrDefault(b => b.Index == d.FramebufferBar)
+                    : d.Bars.Where(b => b.Type != BarType.Io && b.Assigned).OrderByDescending(b => b.Prefetchable).ThenByDescending(b => b.Size).FirstOrDefault();
+                if (held is null || !held.Assigned || held.Type == BarType.Io)
+                    throw new InvalidOperationException($"{d.Bdf}: a firmware framebuffer needs an assigned memory BAR.");
+                // 1920x1080 at 32 bpp, rounded to pages, as efifb maps the GOP mode (never more than the BAR).
+                entries.Add((held.Start, held.Start + Math.Min(held.Size, 0x7e9000UL) - 1, holder));
+            }
+        }
+        // Parents before children: by start, the larger range first; the depth is the number of open ranges containing it.
+        var sb = new StringBuilder();
+        var open = new Stack<ulong>();
+        foreach (var (start, end, name) in entries.OrderBy(e => e.Start).ThenByDescending(e => e.End))
+        {
+            while (open.Count > 0 && open.Peek() < start) open.Pop();
+            // "%0*llx" with width 8: at least eight digits, more for addresses above 4 GiB ("100000000-8ffffffff").
+            sb.Append(' ', open.Count * 2).Append(start.ToString("x8", CultureInfo.InvariantCulture)).Append('-')
+              .Append(end.ToString("x8", CultureInfo.InvariantCulture)).Append(" : ").Append(name).Append('\n');
+            open.Push(end);
+        }
         return sb.ToString();
     }
 

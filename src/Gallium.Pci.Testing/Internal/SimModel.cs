@@ -89,6 +89,11 @@ internal sealed class SimDevice
     public bool? BootVgaSetting { get; set; }
     public int NumaNode { get; set; } = -1;
     public string? ResetMethods { get; set; }
+    /// <summary>A kernel older than 5.15: the reset attribute without reset_method (the methods are not shown).</summary>
+    public bool ResetWithoutMethods { get; set; }
+    /// <summary>A firmware framebuffer's /proc/iomem name (efifb, vesafb, BOOTFB, ...) holding part of <see cref="FramebufferBar"/>.</summary>
+    public string? FirmwareFramebuffer { get; set; }
+    public int FramebufferBar { get; set; } = -1;
     public SimSriov? Sriov { get; set; }
     /// <summary>For a PF: start of each VF BAR region (resource lines 7-12), by VF BAR index.</summary>
     public Dictionary<int, ulong> VfBarStarts { get; } = [];

@@ -23,7 +23,9 @@ public static class AssignmentView
     /// <summary>Every assignment from one listing of all domains, each with its VM's 64-bit MMIO window: what the firmware
     /// gives and what the VM's devices need. Each referenced function is read from sysfs once, however many VMs hold it, and
     /// the host CPU once (a 1,000-VM host would otherwise parse /proc/cpuinfo a thousand times).</summary>
-    public static IReadOnlyList<VmPciAssignment> ReadAssignments(IReadOnlyList<LibvirtDomain> domains, DeviceInventory inventory, Func<HostCpu?> hostCpu)
+    /// <param name="host">The host whose libvirt the domains come from (this one, for a local URI); null when unknown.</param>
+    public static IReadOnlyList<VmPciAssignment> ReadAssignments(IReadOnlyList<LibvirtDomain> domains, DeviceInventory inventory, Func<HostCpu?> hostCpu,
+        HostId? host = null)
     {
         var devices = new Dictionary<PciAddress, PciDevice?>();
         PciDevice? Device(PciAddress address)
@@ -36,7 +38,7 @@ public static class AssignmentView
         var result = new List<VmPciAssignment>();
         foreach (var domain in domains)
         {
-            var assignments = DomainXml.ReadAssignments(domain);
+            var assignments = DomainXml.ReadAssignments(domain).Select(a => a with { Host = host }).ToList();
             if (assignments.Count == 0) continue;
             var window = Window(domain, assignments, Device, cpu);
             result.AddRange(window is null ? assignments : assignments.Select(a => a with

@@ -1,4 +1,3 @@
-using System.Xml.Linq;
 using Gallium.Pci.Host;
 using Gallium.Pci.Libvirt;
 using Gallium.Pci.Mmio;
@@ -6,120 +5,208 @@ using Gallium.Pci.Passthrough;
 
 namespace Gallium.Pci.Assignments;
 
-public enum VmDeviceAction { Add, Remove, Repair }
-
-/// <summary>One libvirt edit of a VM's persistent definition, with what undoes it.</summary>
-/// <param name="Xml">Device XML for attach (Add) or detach (Remove).</param>
-/// <param name="Description">One line for -WhatIf and -Verbose.</param>
-public sealed record VmDeviceEdit(PciAddress? Source, string Xml, string Description, bool IsController = false);
-
-/// <summary>What Add/Remove/Repair will do to one VM: hostdev edits through libvirt's atomic attach/detach, and the
-/// large-BAR 64-bit MMIO window fix (REFERENCE §6) when the VM's devices need more than its firmware gives.</summary>
-public sealed record VmDeviceChange
-{
-    public required VmDeviceAction Action { get; init; }
-    public required string VmName { get; init; }
-    public int? IommuGroup { get; init; }
-    /// <summary>The host functions this change is about (the group's endpoints).</summary>
-    public IReadOnlyList<PciAddress> Functions { get; init; } = [];
-    public IReadOnlyList<VmDeviceEdit> Edits { get; init; } = [];
-    /// <summary>The MMIO sizing for the devices the VM holds after the change; null when no sizing applies.</summary>
-    public MmioPlan? Mmio { get; init; }
-    public bool AppliesMmioFix { get; init; }
-    public bool RemovesMmioFix { get; init; }
-    public bool IsNoOp => Edits.Count == 0 && !AppliesMmioFix && !RemovesMmioFix;
-
-    /// <summary>One line per edit, and one for the MMIO fix with its reason (the BAR sizes): the -WhatIf text.</summary>
-    public IReadOnlyList<string> Lines =>
-    [
-        .. Edits.Select(e => e.Description),
-        .. AppliesMmioFix && Mmio is not null ? [$"set the 64-bit MMIO window of VM '{VmName}': {Mmio.Reason}"] : Array.Empty<string>(),
-        .. RemovesMmioFix ? [$"remove the 64-bit MMIO window settings Gallium added to VM '{VmName}' (no device left needs them)"] : Array.Empty<string>(),
-    ];
-}
-
-/// <summary>Plans Add, Remove and Repair of passthrough devices on libvirt VMs. libvirt is the truth for assignments and
-/// the kernel for device state (DESIGN.md "The one idea"); nothing changes here, the runner acts.</summary>
+/// <summary>Plans Add, Remove and Repair of passthrough devices on one libvirt VM. libvirt is the truth for assignments and
+/// the kernel for device state (DESIGN.md "The one idea"); nothing changes here. The runner calls it again under the host
+/// lock, so every check below is made again right before the edit.</summary>
 public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory, Func<HostCpu> hostCpu)
 {
-    public VmDeviceChange PlanAdd(string vmName, PciAddress address)
+    public VmDeviceChange Plan(VmDeviceRequest request)
     {
-        var domain = StoppedPersistentDomain(vmName);
-        var (device, group) = ReadGroup(address);
-        var notEnabled = group.Endpoints.Where(d => d.Driver != "vfio-pci").ToArray();
-        if (notEnabled.Length > 0) throw new PciDeviceNotEnabledException(address, group.Id, notEnabled);
-
-        var endpoints = group.Endpoints.Select(d => d.Address).ToArray();
-        var index = AssignmentIndex.FromDomains(libvirt.ListDomains());
-        var elsewhere = index.ForAnyOf(endpoints).Select(a => a.VmName).Where(v => v != domain.Name).Distinct().ToArray();
-        if (elsewhere.Length > 0) throw new PciDeviceAssignedException(address, group.Id, elsewhere);
-
-        var held = DomainXml.ReadPciHostdevs(domain.Xml).Select(h => h.Address).ToHashSet();
-        var missing = endpoints.Where(a => !held.Contains(a)).ToArray();
-        var edits = new List<VmDeviceEdit>();
-        string plannedXml = domain.Xml;
-        // One guest slot per host device (a multi-function device stays multi-function); each later slot is chosen
-        // against the definition as it will be after the earlier attaches.
-        foreach (var slot in missing.GroupBy(a => a.SlotFunction0))
+        ArgumentNullException.ThrowIfNull(request);
+        VmNameInvalidException.ThrowIfInvalid(request.VmName);
+        var devices = new Dictionary<PciAddress, PciDevice?>();
+        PciDevice? Device(PciAddress a) => devices.TryGetValue(a, out var d) ? d : devices[a] = inventory.Read(a);
+        return request.Action switch
         {
-            var plan = DomainXml.PlanAttach(plannedXml, slot);
-            int hostdevIndex = 0;
-            foreach (string xml in plan.DeviceXml)
-            {
-                bool controller = xml.StartsWith("<controller", StringComparison.Ordinal);
-                var source = controller ? (PciAddress?)null : slot.Order().ElementAt(hostdevIndex++);
-                string where = plan.GuestSlot is { } g ? $" in guest slot {g.ToString()[..^2]}" : " (libvirt picks the guest address)";
-                edits.Add(controller
-                    ? new VmDeviceEdit(null, xml, $"add a pcie-root-port to VM '{vmName}' for {slot.Key} (it has no free one)", IsController: true)
-                    : new VmDeviceEdit(source, xml, $"add hostdev {Describe(source!.Value)} to VM '{vmName}'{where} (managed='no')"));
-            }
-            plannedXml = WithDevices(plannedXml, plan.DeviceXml);
-        }
-
-        var mmio = PlanMmio(plannedXml, held.Concat(missing));
-        return new VmDeviceChange
-        {
-            Action = VmDeviceAction.Add, VmName = domain.Name, IommuGroup = group.Id, Functions = endpoints, Edits = edits,
-            Mmio = mmio, AppliesMmioFix = mmio?.IsFixNeeded == true && MmioDomainXml.ApplyFix(plannedXml, mmio) != plannedXml,
+            VmDeviceAction.Add => PlanAdd(request, Device),
+            VmDeviceAction.Remove => PlanRemove(request, Device),
+            _ => PlanRepair(request, Device),
         };
     }
 
-    public VmDeviceChange PlanRemove(string vmName, PciAddress address)
+    private VmDeviceChange PlanAdd(VmDeviceRequest request, Func<PciAddress, PciDevice?> device)
     {
-        var domain = StoppedPersistentDomain(vmName);
-        var hostdevs = DomainXml.ReadPciHostdevs(domain.Xml);
-        // The whole group leaves together, as it came; a device gone from the host still leaves by its address.
-        var device = inventory.Read(address);
-        var group = device?.IommuGroup is int id ? inventory.ReadGroup(id) : null;
-        var functions = group?.Endpoints.Select(d => d.Address).ToHashSet() ?? [address];
-        var leaving = hostdevs.Where(h => functions.Contains(h.Address) || h.Address == address).ToArray();
-        if (leaving.Length == 0) throw new PciDeviceNotAssignedException(address, domain.Name);
+        var domain = StoppedPersistentDomain(request.VmName);
+        string xml = libvirt.GetDefinition(domain.Name);
+        var index = AssignmentIndex.FromDomains(libvirt.ListDomains());
+        var held = DomainXml.ReadPciHostdevs(xml).Select(h => h.Address).ToHashSet();
 
-        var edits = leaving.Select(h => new VmDeviceEdit(h.Address, DomainXml.BuildDetach(domain.Xml, h.Address),
-            $"remove hostdev {Describe(h.Address)} from VM '{vmName}'")).ToList();
-        var remaining = hostdevs.Select(h => h.Address).Except(leaving.Select(h => h.Address)).ToArray();
-        var mmio = PlanMmio(domain.Xml, remaining);
-        bool hasOurFix = MmioDomainXml.RemoveFix(domain.Xml) != domain.Xml;
-        return new VmDeviceChange
+        var groups = new List<VmGroupChange>();
+        var refusals = new List<GalliumException>();
+        foreach (var address in request.Addresses.Distinct())
         {
-            Action = VmDeviceAction.Remove, VmName = domain.Name, IommuGroup = group?.Id,
-            Functions = leaving.Select(h => h.Address).ToArray(), Edits = edits, Mmio = mmio,
-            RemovesMmioFix = hasOurFix && mmio?.IsFixNeeded != true,
+            if (groups.Any(g => g.Functions.Contains(address))) continue;  // a GPU and its audio function: one group
+            try
+            {
+                var group = ReadGroup(address, device);
+                // Enabled: on vfio-pci with its override and records (so it stays there after a reboot), no change half done.
+                var notEnabled = group.Endpoints.Where(d => d.Driver != "vfio-pci" || d.PassthroughState != PassthroughState.Enabled).ToArray();
+                if (notEnabled.Length > 0) throw new PciDeviceNotEnabledException(address, group.Id, notEnabled);
+                var endpoints = group.Endpoints.Select(d => d.Address).ToArray();
+                // One device, one VM (libvirt refuses to start two VMs sharing a VFIO group, REFERENCE §4.1).
+                var elsewhere = index.ForAnyOf(endpoints).Select(a => a.VmName).Where(v => v != domain.Name)
+                    .Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
+                if (elsewhere.Length > 0) throw new PciDeviceAssignedException(address, group.Id, elsewhere);
+                groups.Add(new VmGroupChange(address, group.Id, endpoints));
+            }
+            catch (GalliumException e) when (!e.IsHostLevel) { refusals.Add(e); }
+        }
+
+        var (edits, missing) = AttachEdits(domain.Name, xml, groups, held, device);
+        var after = held.Concat(missing).Distinct().Select(device).OfType<PciDevice>().ToArray();
+        var change = new VmDeviceChange
+        {
+            Request = request, VmName = domain.Name, Groups = groups, Edits = edits, DevicesAfter = after, Refusals = refusals,
         };
+        return Sized(change, xml, () => FewerThatFit(request, domain.Name, xml, held, groups, device));
+    }
+
+    private VmDeviceChange PlanRemove(VmDeviceRequest request, Func<PciAddress, PciDevice?> device)
+    {
+        var domain = StoppedPersistentDomain(request.VmName);
+        string xml = libvirt.GetDefinition(domain.Name);
+        var hostdevs = DomainXml.ReadPciHostdevs(xml);
+        var groups = new List<VmGroupChange>();
+        var refusals = new List<GalliumException>();
+        foreach (var address in request.Addresses.Distinct())
+        {
+            if (groups.Any(g => g.Functions.Contains(address))) continue;
+            // The whole group leaves together, as it came; a device gone from the host still leaves by its address.
+            var found = device(address);
+            var group = found?.IommuGroup is int id ? inventory.ReadGroup(id) : null;
+            var functions = group?.Endpoints.Select(d => d.Address).ToHashSet() ?? [];
+            functions.Add(address);
+            var leaving = hostdevs.Where(h => functions.Contains(h.Address)).Select(h => h.Address).ToArray();
+            if (leaving.Length == 0) refusals.Add(new PciDeviceNotAssignedException(address, domain.Name));
+            else groups.Add(new VmGroupChange(address, group?.Id, leaving));
+        }
+
+        var leavingAll = groups.SelectMany(g => g.Functions).Distinct().ToArray();
+        var edits = DetachEdits(domain.Name, xml, leavingAll, device);
+        var after = hostdevs.Select(h => h.Address).Except(leavingAll).Distinct().Select(device).OfType<PciDevice>().ToArray();
+        var change = new VmDeviceChange
+        {
+            Request = request, VmName = domain.Name, Groups = groups, Edits = edits, DevicesAfter = after, Refusals = refusals,
+        };
+        return groups.Count == 0 ? change : Sized(change, xml, null);
     }
 
     /// <summary>The MMIO fix alone, for VMs that already hold large-BAR devices (added by hand or by another tool).</summary>
-    public VmDeviceChange PlanRepair(string vmName)
+    private VmDeviceChange PlanRepair(VmDeviceRequest request, Func<PciAddress, PciDevice?> device)
     {
-        var domain = libvirt.GetDomain(vmName);
+        var domain = libvirt.GetDomain(request.VmName);
         if (!domain.IsPersistent) throw new VmNotPersistentException(domain.Name);
-        var held = DomainXml.ReadPciHostdevs(domain.Xml).Select(h => h.Address).ToArray();
-        var mmio = PlanMmio(domain.Xml, held);
-        return new VmDeviceChange
+        string xml = libvirt.GetDefinition(domain.Name);
+        var held = DomainXml.ReadPciHostdevs(xml).Select(h => h.Address).Distinct().ToArray();
+        var change = new VmDeviceChange
         {
-            Action = VmDeviceAction.Repair, VmName = domain.Name, Functions = held, Mmio = mmio,
-            AppliesMmioFix = mmio?.IsFixNeeded == true && MmioDomainXml.ApplyFix(domain.Xml, mmio) != domain.Xml,
+            Request = request, VmName = domain.Name, DevicesAfter = held.Select(device).OfType<PciDevice>().ToArray(),
         };
+        return Sized(change, xml, null);
+    }
+
+    /// <summary>The change with its MMIO transition, or refused as a whole (with the devices it left out still listed).</summary>
+    private VmDeviceChange Sized(VmDeviceChange change, string xml, Func<int?>? fewerThatFit)
+    {
+        try { return change with { Mmio = Size(change, xml, fewerThatFit) }; }
+        catch (GalliumException refusal) when (!refusal.IsHostLevel) { return change with { Refused = refusal }; }
+    }
+
+    /// <summary>The fix for everything the VM holds after the change; a set that cannot fit is refused whole, saying how many
+    /// of the devices named would.</summary>
+    private MmioTransition Size(VmDeviceChange change, string xml, Func<int?>? fewerThatFit)
+    {
+        try { return MmioTransition.Compute(xml, change.Project, change.DevicesAfter, hostCpu); }
+        catch (GalliumException refusal) when (!refusal.IsHostLevel && fewerThatFit is not null && change.Groups.Count > 1)
+        {
+            int? fit = fewerThatFit();
+            string more = fit is int k and > 0
+                ? $" Of the {change.Groups.Count} devices named, the first {k} ({string.Join(", ", change.Groups.Take(k).Select(g => g.Requested))}) would fit."
+                : $" Not even one of the {change.Groups.Count} devices named fits beside what the VM holds.";
+            throw new GalliumException(refusal.ErrorId, refusal.Kind, refusal.Message + more + " Nothing was changed.", refusal.Target, refusal)
+            {
+                RecommendedAction = (refusal.RecommendedAction is { } a ? a + " " : "") + more.Trim(),
+            };
+        }
+    }
+
+    /// <summary>How many of the named groups, in the order given, fit with what the VM holds; null when the sizing itself fails.</summary>
+    private int? FewerThatFit(VmDeviceRequest request, string vmName, string xml, HashSet<PciAddress> held, List<VmGroupChange> groups,
+        Func<PciAddress, PciDevice?> device)
+    {
+        for (int k = groups.Count - 1; k >= 0; k--)
+        {
+            var (edits, missing) = AttachEdits(vmName, xml, groups.Take(k).ToList(), held, device);
+            var trial = new VmDeviceChange
+            {
+                Request = request, VmName = vmName, Edits = edits,
+                DevicesAfter = held.Concat(missing).Distinct().Select(device).OfType<PciDevice>().ToArray(),
+            };
+            try
+            {
+                MmioTransition.Compute(xml, trial.Project, trial.DevicesAfter, hostCpu);
+                return k;
+            }
+            catch (GalliumException e) when (!e.IsHostLevel) { }
+        }
+        return null;
+    }
+
+    /// <summary>Root ports and hostdevs for the groups' functions the VM does not hold yet: one guest slot per host device (a
+    /// multi-function device stays multi-function), each slot chosen against the definition as the earlier attaches leave it.</summary>
+    private (List<VmDeviceEdit> Edits, List<PciAddress> Missing) AttachEdits(string vmName, string xml, IReadOnlyList<VmGroupChange> groups,
+        HashSet<PciAddress> held, Func<PciAddress, PciDevice?> device)
+    {
+        var missing = groups.SelectMany(g => g.Functions).Where(a => !held.Contains(a)).Distinct().ToList();
+        var edits = new List<VmDeviceEdit>();
+        string planned = xml;
+        foreach (var slot in missing.GroupBy(a => a.SlotFunction0))
+        {
+            var plan = DomainXml.PlanAttach(planned, slot);
+            var sources = slot.Order().ToList();
+            int next = 0;
+            string where = plan.GuestSlot is { } g ? $" in guest slot {g.ToString()[..^2]}" : " (libvirt picks the guest address)";
+            foreach (string attach in plan.DeviceXml)
+            {
+                if (attach.StartsWith("<controller", StringComparison.Ordinal))
+                {
+                    edits.Add(new VmDeviceEdit(VmEditKind.AttachController, null, attach,
+                        $"add a pcie-root-port to VM '{vmName}' for {slot.Key} (it has no free one)"));
+                    continue;
+                }
+                var source = sources[next++];
+                edits.Add(new VmDeviceEdit(VmEditKind.AttachHostdev, source, attach,
+                    $"add hostdev {Describe(source, device)} to VM '{vmName}'{where} (managed='no')"));
+            }
+            planned = DomainXml.Project(planned, plan.DeviceXml, []);
+        }
+        return (edits, missing);
+    }
+
+    /// <summary>The device edits of a planned change made again against the definition as it is now (guest slots chosen
+    /// against what is there now, hostdevs already gone not detached again): what the single define of an MMIO change holds.</summary>
+    public IReadOnlyList<VmDeviceEdit> EditsFor(VmDeviceChange change, string currentXml)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        var devices = new Dictionary<PciAddress, PciDevice?>();
+        PciDevice? Device(PciAddress a) => devices.TryGetValue(a, out var d) ? d : devices[a] = inventory.Read(a);
+        var held = DomainXml.ReadPciHostdevs(currentXml).Select(h => h.Address).ToHashSet();
+        return change.Action switch
+        {
+            VmDeviceAction.Add => AttachEdits(change.VmName, currentXml, change.Groups, held, Device).Edits,
+            VmDeviceAction.Remove => DetachEdits(change.VmName, currentXml, change.Functions.Where(held.Contains).ToArray(), Device),
+            _ => [],
+        };
+    }
+
+    /// <summary>The hostdevs leaving, as the definition holds them, then the root ports Gallium added that nothing uses after.</summary>
+    private static List<VmDeviceEdit> DetachEdits(string vmName, string xml, IReadOnlyList<PciAddress> leaving, Func<PciAddress, PciDevice?> device)
+    {
+        var edits = leaving.Select(a => new VmDeviceEdit(VmEditKind.DetachHostdev, a, DomainXml.BuildDetach(xml, a),
+            $"remove hostdev {Describe(a, device)} from VM '{vmName}'")).ToList();
+        edits.AddRange(DomainXml.UnusedGalliumRootPorts(xml, leaving).Select(c => new VmDeviceEdit(VmEditKind.DetachController, null, c,
+            $"remove the pcie-root-port Gallium added to VM '{vmName}' (nothing uses it any more)")));
+        return edits;
     }
 
     private LibvirtDomain StoppedPersistentDomain(string vmName)
@@ -130,34 +217,15 @@ public sealed class VmDevicePlanner(ILibvirt libvirt, DeviceInventory inventory,
         return domain;
     }
 
-    private (PciDevice Device, IommuGroup Group) ReadGroup(PciAddress address)
+    private IommuGroup ReadGroup(PciAddress address, Func<PciAddress, PciDevice?> device)
     {
-        var device = inventory.Read(address) ?? throw new PciDeviceNotFoundException(address);
-        if (device.IsBridge) throw new PciDeviceIsBridgeException(address, device.Driver);
-        if (device.IommuGroup is not int id || inventory.ReadGroup(id) is not { } group)
+        var found = device(address) ?? throw new PciDeviceNotFoundException(address);
+        if (found.IsBridge) throw new PciDeviceIsBridgeException(address, found.Driver);
+        if (found.IommuGroup is not int id || inventory.ReadGroup(id, [found]) is not { } group)
             throw new PciDeviceNotInIommuGroupException(address);
-        return (device, group);
+        return group;
     }
 
-    // Sizing uses the devices as the host sees them now; a device no longer on the host has no BARs to count.
-    private MmioPlan? PlanMmio(string domainXml, IEnumerable<PciAddress> functions)
-    {
-        var devices = functions.Distinct().Select(inventory.Read).OfType<PciDevice>().ToArray();
-        if (devices.Length == 0 || devices.All(d => d.Bar64Size == 0)) return null;
-        var plan = MmioPlanner.PlanForDomain(domainXml, hostCpu(), devices);
-        plan.ThrowIfRefused();
-        return plan;
-    }
-
-    private string Describe(PciAddress address) =>
-        inventory.Read(address) is { } d ? $"{address} ({d.ClassName}: {d.VendorName} {d.DeviceName})" : address.ToString();
-
-    private static string WithDevices(string domainXml, IEnumerable<string> deviceXml)
-    {
-        var doc = XDocument.Parse(domainXml);
-        var devices = doc.Root!.Element("devices") ?? new XElement("devices");
-        if (devices.Parent is null) doc.Root.Add(devices);
-        foreach (string xml in deviceXml) devices.Add(XElement.Parse(xml));
-        return doc.ToString(SaveOptions.DisableFormatting);
-    }
+    private static string Describe(PciAddress address, Func<PciAddress, PciDevice?> device) =>
+        device(address) is { } d ? $"{address} ({d.ClassName}: {d.VendorName} {d.DeviceName})" : address.ToString();
 }

@@ -12,6 +12,8 @@ public sealed class DeviceInventory
 
     private readonly ISysfs _sysfs;
     private readonly HostPaths _paths;
+    private readonly Lazy<HostId> _hostId;
+    private readonly CaveatReader _caveats;
 
     /// <param name="names">A shared pci.ids database (it parses once, on first use); by default one over the host's PciIdsPath.</param>
     public DeviceInventory(HostContext host, PciIds? names = null)
@@ -20,6 +22,8 @@ public sealed class DeviceInventory
         _sysfs = host.Sysfs;
         _paths = host.Paths;
         Names = names ?? new PciIds(host.PciIdsPath);
+        _hostId = new Lazy<HostId>(() => HostIdReader.Read(host));
+        _caveats = new CaveatReader(host);
     }
 
     /// <summary>The changes an interrupted Enable/Disable left unfinished (each one's endpoints show
@@ -31,6 +35,9 @@ public sealed class DeviceInventory
     }
 
     public PciIds Names { get; }
+
+    /// <summary>This host's identity, which every device read here carries (read once per inventory).</summary>
+    public HostId Host => _hostId.Value;
 
     /// <summary>The IOMMU is on when the kernel has at least one IOMMU group (libvirt's virHostHasIOMMU, REFERENCE §3.5).</summary>
     public bool IommuOn => _sysfs.List(GroupsDir).Count > 0;
@@ -66,12 +73,12 @@ public sealed class DeviceInventory
         {
             if (device is not null) devices.Add(Complete(device, persisted));
         }
-        return devices;
+        return _caveats.Annotate(devices, allFunctions: true);
     }
 
     /// <summary>One function; null when the host has no such function.</summary>
     public PciDevice? Read(PciAddress address) =>
-        ReadDevice(address, address.ToString()) is { } d ? Complete(d, PersistedState.Read(_paths)) : null;
+        ReadDevice(address, address.ToString()) is { } d ? _caveats.Annotate([Complete(d, PersistedState.Read(_paths))], allFunctions: false)[0] : null;
 
     /// <summary>Below this many functions a sequential read beats starting parallel workers.</summary>
     private const int ParallelThreshold = 48;
@@ -80,7 +87,7 @@ public sealed class DeviceInventory
     private PciDevice Complete(PciDevice d, PersistedState persisted)
     {
         var (state, problem) = persisted.StateOf(d.Address, d.Driver, d.DriverOverride);
-        return Named(d) with { PassthroughState = state, Problem = problem };
+        return Named(d) with { PassthroughState = state, Problem = problem, PersistedBy = persisted.PersistedBy(d.Address) };
     }
 
     private PciDevice Named(PciDevice d) => d with
@@ -90,6 +97,7 @@ public sealed class DeviceInventory
         // Unknown ids get lspci's stand-ins ("Device 0d57"), so names read as lspci shows them.
         VendorName = Names.VendorName(d.VendorId) ?? $"Vendor {d.VendorId:x4}",
         DeviceName = Names.DeviceName(d.VendorId, d.DeviceId) ?? $"Device {d.DeviceId:x4}",
+        Host = Host,
     };
 
     /// <summary>The IOMMU groups that hold PCI functions, sorted by number, each with its functions sorted by address.
@@ -116,14 +124,16 @@ public sealed class DeviceInventory
         ArgumentNullException.ThrowIfNull(alreadyRead);
         if (id < 0) return null;
         var members = new List<PciDevice>();
+        var read = new List<PciDevice>();
         PersistedState? persisted = null;
         foreach (string name in _sysfs.List($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/devices"))
         {
             // Groups may also hold non-PCI devices (platform devices on some hosts): only PCI functions are listed.
             if (!PciAddress.TryParse(name, out var address)) continue;
             if (alreadyRead.FirstOrDefault(d => d.Address == address && d.IommuGroup == id) is { } known) members.Add(known);
-            else if (ReadDevice(address, name) is { } device) members.Add(Complete(device, persisted ??= PersistedState.Read(_paths)));
+            else if (ReadDevice(address, name) is { } device) read.Add(Complete(device, persisted ??= PersistedState.Read(_paths)));
         }
+        members.AddRange(_caveats.Annotate(read, allFunctions: false));  // those already read carry their caveats
         if (members.Count == 0) return null;
         members.Sort(static (a, b) => a.Address.CompareTo(b.Address));
         return MakeGroup(id, members);
@@ -134,6 +144,7 @@ public sealed class DeviceInventory
         Id = id,
         Devices = members,
         Type = _sysfs.ReadText($"{GroupsDir}/{id.ToString(CultureInfo.InvariantCulture)}/type")?.Trim() is { Length: > 0 } t ? t : null,
+        Caveats = _caveats.ForGroup(members),
     };
 
     /// <summary>The function's sysfs facts, without names (<see cref="Named"/> adds them).</summary>

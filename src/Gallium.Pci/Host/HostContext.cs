@@ -15,6 +15,8 @@ public sealed record HostContext
     public string? PciIdsPath { get; init; }
     /// <summary>Where the persisted passthrough records, the boot-time apply script and the host lock live.</summary>
     public HostPaths Paths { get; init; } = HostPaths.Default;
+    /// <summary>The initramfs generator (initramfs-tools or dracut): lists images and regenerates them (REFERENCE §8.2).</summary>
+    public IInitramfsTool Initramfs { get; init; } = new SystemInitramfsTool();
     /// <summary>How long a single kernel write that may block (unbind) is given before it is reported as ETIMEDOUT.</summary>
     public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>This host's libvirt, used when a command is given no -Uri: the real one (LIBVIRT_DEFAULT_URI, else
@@ -50,15 +52,37 @@ public sealed record HostContext
     }
 }
 
-/// <summary>Host paths for persisted state (REFERENCE §3.3: overrides do not survive a reboot, so we persist them).</summary>
+/// <summary>Host paths for persisted state (REFERENCE §3.3: overrides do not survive a reboot, so we persist them), and
+/// the boot tools' directories the early stages are installed in (REFERENCE §8.1, §8.2).</summary>
 public sealed record HostPaths(string ConfigDirectory, string UdevRulesDirectory, string LockDirectory, string LibexecDirectory)
 {
     public static HostPaths Default { get; } = new("/etc/gallium", "/etc/udev/rules.d", "/run/gallium", "/usr/local/libexec/gallium");
 
+    /// <summary>machine-id(5): the host identity the output objects carry (<see cref="HostId"/>).</summary>
+    public string MachineIdFile { get; init; } = "/etc/machine-id";
+    /// <summary>systemd's admin unit directory: the early boot unit goes here when it exists.</summary>
+    public string SystemdUnitDirectory { get; init; } = "/etc/systemd/system";
+    /// <summary>initramfs-tools' configuration (hooks/, scripts/): the hook goes here when it exists (the package is installed).</summary>
+    public string InitramfsToolsDirectory { get; init; } = "/etc/initramfs-tools";
+    /// <summary>dracut's module directory: the dracut module goes here when it exists.</summary>
+    public string DracutModulesDirectory { get; init; } = "/usr/lib/dracut/modules.d";
+    /// <summary>driverctl's records (<c>pci-&lt;bdf&gt;</c> holding a driver name, REFERENCE §4.2).</summary>
+    public string DriverctlDirectory { get; init; } = "/etc/driverctl.d";
+    /// <summary>Where the initramfs images are (initrd.img-&lt;release&gt;).</summary>
+    public string BootDirectory { get; init; } = "/boot";
+
     /// <summary>The same layout below another root (a test's temp directory, a guest's persistent disk).</summary>
     public static HostPaths Under(string root) => new(
         Path.Combine(root, "etc/gallium"), Path.Combine(root, "etc/udev/rules.d"),
-        Path.Combine(root, "run/gallium"), Path.Combine(root, "usr/local/libexec/gallium"));
+        Path.Combine(root, "run/gallium"), Path.Combine(root, "usr/local/libexec/gallium"))
+    {
+        MachineIdFile = Path.Combine(root, "etc/machine-id"),
+        SystemdUnitDirectory = Path.Combine(root, "etc/systemd/system"),
+        InitramfsToolsDirectory = Path.Combine(root, "etc/initramfs-tools"),
+        DracutModulesDirectory = Path.Combine(root, "usr/lib/dracut/modules.d"),
+        DriverctlDirectory = Path.Combine(root, "etc/driverctl.d"),
+        BootDirectory = Path.Combine(root, "boot"),
+    };
 }
 
 public static class PciIdsLocator

@@ -3,12 +3,16 @@ namespace Gallium.Pci.Host;
 /// <summary>A PCI function the running host depends on, and why (taking it away would break the host).</summary>
 public sealed record HostDependency(PciAddress Address, string Reason)
 {
+    /// <summary>What would free the device, when there is something more specific than "use another device".</summary>
+    public string? Remedy { get; init; }
     public override string ToString() => $"{Address}: {Reason}";
 }
 
 /// <summary>Finds the PCI functions the host itself depends on: the storage under a mounted file system or active swap,
-/// the NIC carrying a default route, and the boot VGA device while a framebuffer console is bound to it. Passthrough
-/// refuses these unless told otherwise, because unbinding them takes the root disk, the network or the console away.</summary>
+/// the NIC carrying a default route, the boot VGA device while a framebuffer console is bound to it, a function whose BAR a
+/// firmware framebuffer holds (REFERENCE §8.4), and chipset functions (host bridge, ISA/LPC bridge, SMBus, other class
+/// 06xx/0c05 platform functions). Passthrough refuses these unless told otherwise, because unbinding them takes the root
+/// disk, the network, the console or the platform away.</summary>
 public sealed class HostDependencies
 {
     private readonly ISysfs _sysfs;
@@ -21,20 +25,68 @@ public sealed class HostDependencies
     }
 
     /// <summary>Every dependency found, one per (device, reason).</summary>
-    public IReadOnlyList<HostDependency> Find()
-    {
-        var found = new List<HostDependency>();
-        FindStorage(found);
-        FindDefaultRouteNics(found);
-        FindBootVgaConsole(found);
-        return found.Distinct().ToArray();
-    }
+    public IReadOnlyList<HostDependency> Find() => Find(null);
 
     /// <summary>The dependencies among the given functions.</summary>
     public IReadOnlyList<HostDependency> Among(IEnumerable<PciAddress> addresses)
     {
         var set = addresses.ToHashSet();
-        return Find().Where(d => set.Contains(d.Address)).ToArray();
+        return Find(set).Where(d => set.Contains(d.Address)).ToArray();
+    }
+
+    /// <summary>Per-function checks (chipset class, framebuffer on a BAR) look only at <paramref name="scope"/> when given.</summary>
+    private IReadOnlyList<HostDependency> Find(IReadOnlySet<PciAddress>? scope)
+    {
+        var found = new List<HostDependency>();
+        FindStorage(found);
+        FindDefaultRouteNics(found);
+        FindBootVgaConsole(found);
+        var functions = scope?.Order().ToArray() ?? AllFunctions();
+        FindChipset(found, functions);
+        FindFirmwareFramebuffers(found, functions);
+        return found.Distinct().ToArray();
+    }
+
+    private PciAddress[] AllFunctions() =>
+        _sysfs.List("bus/pci/devices").Select(n => PciAddress.TryParse(n, out var a) ? a : (PciAddress?)null).OfType<PciAddress>().Order().ToArray();
+
+    // ---- chipset: class 06xx (not a PCI bridge) and 0c05, read from the function's class attribute
+
+    private void FindChipset(List<HostDependency> found, IEnumerable<PciAddress> functions)
+    {
+        foreach (var a in functions)
+        {
+            if (SysfsFormat.ParseClass(_sysfs.ReadText($"bus/pci/devices/{a}/class")) is not { } cls || !CaveatReader.IsChipsetClass(cls)) continue;
+            string what = (cls >> 8) switch
+            {
+                0x0600 => "a host bridge",
+                0x0601 => "the ISA/LPC bridge (firmware, TPM, embedded controller, legacy I/O)",
+                0x0c05 => "the SMBus controller (sensors, memory SPD, power management)",
+                _ => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"a chipset function (class {cls >> 8:x4})"),
+            };
+            found.Add(new HostDependency(a, $"it is {what}, part of the chipset the host runs on"));
+        }
+    }
+
+    // ---- firmware framebuffer: an efifb/vesafb/simple-framebuffer/BOOTFB line of /proc/iomem inside one of its BARs
+
+    private void FindFirmwareFramebuffers(List<HostDependency> found, IEnumerable<PciAddress> functions)
+    {
+        var iomem = IoMem.Read(_procfs);
+        if (!iomem.FirmwareFramebuffers.Any()) return;
+        foreach (var a in functions)
+        {
+            var bars = SysfsFormat.ParseResource(_sysfs.ReadText($"bus/pci/devices/{a}/resource"));
+            foreach (var (bar, fb) in iomem.FramebuffersIn(bars))
+            {
+                var parameters = IoMem.ParametersThatFree(fb.Name);
+                found.Add(new HostDependency(a, string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"the firmware framebuffer {fb.Name} (the host's boot console) holds its BAR {bar.Index} [mem 0x{fb.Start:x}-0x{fb.End:x}]"))
+                {
+                    Remedy = $"Boot with {string.Join(" or ", parameters)} on the kernel command line ({ReadinessProbe.GrubHowTo}) to free it.",
+                });
+            }
+        }
     }
 
     // ---- storage: /proc/self/mountinfo -> MAJ:MIN -> /sys/dev/block/MAJ:MIN -> PCI ancestor; dm/md through slaves/

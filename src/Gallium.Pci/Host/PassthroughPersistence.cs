@@ -27,16 +27,45 @@ public sealed class PassthroughPersistence
 
     public string RecordsDirectory => Path.Combine(Paths.ConfigDirectory, RecordsSubdirectory);
     public string RecordPath(PciAddress address) => Path.Combine(RecordsDirectory, address.ToString());
-    public string RulePath(PciAddress address) => Path.Combine(Paths.UdevRulesDirectory, $"90-gallium-vfio-{address}.rules");
+    /// <summary>Sorted before udev's 80-drivers.rules (whose RUN list loads the host driver), so the rule's ATTR assignment
+    /// lands first (REFERENCE §8.1).</summary>
+    public string RulePath(PciAddress address) => Path.Combine(Paths.UdevRulesDirectory, $"70-gallium-vfio-{address}.rules");
+    /// <summary>The rule's name before it moved ahead of 80-drivers.rules: Enable and Disable remove it.</summary>
+    public string LegacyRulePath(PciAddress address) => Path.Combine(Paths.UdevRulesDirectory, $"90-gallium-vfio-{address}.rules");
     public string ScriptPath => Path.Combine(Paths.LibexecDirectory, ScriptName);
+    /// <summary>driverctl's record for the device (REFERENCE §4.2, §8.2): its content names the driver.</summary>
+    public string DriverctlRecordPath(PciAddress address) => Path.Combine(Paths.DriverctlDirectory, $"pci-{address}");
 
-    /// <summary>The udev rule for one device: on hot-add (and at boot, when udev replays "add" for every device) run the apply script.</summary>
-    public string RuleContent(PciAddress address) =>
-        !ScriptPath.All(c => char.IsAsciiLetterOrDigit(c) || c is '/' or '.' or '_' or '-' or '+' or ':' or '@')
-            ? throw new HostPathUnsafeException(ScriptPath, "a udev RUN key cannot name it (spaces, quotes or % would be split or expanded by udev).")
-            : "# Written by Gallium.PciPassthrough (Enable-GalliumPciPassthrough): bind this device to vfio-pci when it appears.\n" +
-        "# Removed by Disable-GalliumPciPassthrough. The record is " + RecordPath(address) + ".\n" +
-        $"ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"{address}\", RUN+=\"{ScriptPath} %k\"\n";
+    /// <summary>The driver driverctl persists for the device; null when driverctl has no record of it.</summary>
+    public string? DriverctlDriver(PciAddress address) => ReadFile(DriverctlRecordPath(address))?.Trim() is { Length: > 0 } d ? d : null;
+
+    /// <summary>Which tool persists the device for vfio-pci: Gallium's record first (Enable never writes one for a device
+    /// driverctl owns), then driverctl's.</summary>
+    public BindingPersistence PersistedBy(PciAddress address) =>
+        ReadFile(RecordPath(address)) == RecordContent ? BindingPersistence.Gallium
+        : DriverctlDriver(address) == DriverBinder.VfioPci ? BindingPersistence.Driverctl
+        : BindingPersistence.None;
+
+    /// <summary>The udev rule for one device, on hot-add and at boot (udev replays "add" for every device). PROGRAM runs
+    /// and ATTR is written while the rules are applied; RUN programs (80-drivers.rules' kmod load among them) run only
+    /// after every rule of the event was processed (REFERENCE §8.1). So the override is set before the host driver's
+    /// module loads, and the apply script then binds vfio-pci.</summary>
+    public string RuleContent(PciAddress address)
+    {
+        string script = CheckedUnquotedPath(ScriptPath, "a udev PROGRAM or RUN key");
+        return "# Written by Gallium.PciPassthrough (Enable-GalliumPciPassthrough): hold this device for vfio-pci when it appears.\n" +
+            "# Removed by Disable-GalliumPciPassthrough. The record is " + RecordPath(address) + ".\n" +
+            "# Named to sort before 80-drivers.rules: the driver_override assignment is written while the rules are applied,\n" +
+            "# before this event's RUN list (which holds the host driver's kmod load); the RUN program then binds vfio-pci.\n" +
+            $"ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"{address}\", PROGRAM==\"{script} --wants %k\", RESULT==\"vfio-pci\", " +
+            $"ATTR{{driver_override}}=\"vfio-pci\", RUN+=\"{script} %k\"\n";
+    }
+
+    /// <summary>A path that goes into a udev key or a systemd setting unquoted: only characters neither splits nor expands.</summary>
+    internal static string CheckedUnquotedPath(string path, string where) =>
+        path.All(c => char.IsAsciiLetterOrDigit(c) || c is '/' or '.' or '_' or '-' or '+' or ':' or '@')
+            ? path
+            : throw new HostPathUnsafeException(path, $"{where} cannot name it (spaces, quotes, % or $ would be split or expanded).");
 
     /// <summary>Whether the device's record and rule exist with exactly the content we would write.</summary>
     public bool IsPersisted(PciAddress address) =>
@@ -166,7 +195,7 @@ public sealed class PassthroughPersistence
             .Replace("@SYSFS@", ShellQuote(sysfsRoot), StringComparison.Ordinal);
     }
 
-    private static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+    internal static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 
     /// <summary>The script's source, <c>Host/Scripts/gallium-vfio-apply.sh</c> in the repository (a real file, so shellcheck
     /// reads it), embedded in this assembly.</summary>

@@ -1,11 +1,15 @@
+using System.Collections.Concurrent;
 using System.IO.Compression;
 using System.Text;
 
 namespace Gallium.Pci.Host;
 
 /// <summary>Names from the system's pci.ids database (vendors, devices, subsystems, and the <c>C</c> class section), looked
-/// up the way pciutils' lspci does. The file is parsed once, on the first lookup, into an immutable index; lookups are then
-/// thread-safe. A missing or unreadable file gives no names (every lookup returns null), never an error.</summary>
+/// up the way pciutils' lspci does. The first lookup reads the file and indexes only its top-level lines (one per vendor
+/// and class block); a vendor's devices and subsystems are parsed on the first lookup of that vendor, the class and
+/// generic-subsystem sections on their first lookup. A host's inventory so parses a few dozen of the ~2,000 vendor blocks
+/// instead of all ~40,000 entries. Lookups are thread-safe. A missing or unreadable file gives no names (every lookup
+/// returns null), never an error.</summary>
 public sealed class PciIds
 {
     private readonly Lazy<Database> _db;
@@ -23,18 +27,25 @@ public sealed class PciIds
     /// <summary>True once loaded when the file gave at least one vendor (forces the load).</summary>
     public bool HasNames => _db.Value.VendorCount > 0;
 
-    /// <summary>True once the file has been parsed (or found missing); lookups then never wait.</summary>
+    /// <summary>True once the file has been read and indexed (or found missing); lookups then never wait for the file.</summary>
     public bool IsLoaded => _db.IsValueCreated;
 
-    /// <summary>Parses the file now if that has not happened yet (e.g. on a worker while sysfs is being read).</summary>
+    /// <summary>Reads and indexes the file now if that has not happened yet (e.g. on a worker while sysfs is being read).</summary>
     public void Load() => _ = _db.Value;
 
-    /// <summary>How long the one parse took (forces the load); for benchmarks and reports.</summary>
+    /// <summary>How long reading and indexing the file took (forces the load); for benchmarks and reports.</summary>
     public TimeSpan LoadTime => _db.Value.LoadTime;
 
     public int VendorCount => _db.Value.VendorCount;
-    public int DeviceCount => _db.Value.DeviceCount;
-    public int SubsystemCount => _db.Value.SubsystemCount;
+
+    /// <summary>Every vendor's devices (parses every vendor block: for tests and reports, not for lookups).</summary>
+    public int DeviceCount => _db.Value.DeviceCount();
+
+    /// <summary>Every vendor's subsystems (parses every vendor block).</summary>
+    public int SubsystemCount => _db.Value.SubsystemCount();
+
+    /// <summary>How many vendor blocks have been parsed so far (for tests of the lazy parse).</summary>
+    internal int ParsedVendorBlocks => _db.IsValueCreated ? _db.Value.ParsedVendorBlocks : 0;
 
     public string? VendorName(ushort vendor) => _db.Value.Vendor(vendor);
 
@@ -57,38 +68,50 @@ public sealed class PciIds
     public string? ClassName(uint classCode) =>
         SubclassName(SysfsFormat.BaseClass(classCode), SysfsFormat.SubClass(classCode)) ?? BaseClassName(SysfsFormat.BaseClass(classCode));
 
-    /// <summary>The parsed file: names stay as UTF-8 byte ranges of the file and are decoded on lookup, which keeps the one
-    /// parse of ~1.4 MB to a few milliseconds.</summary>
+    /// <summary>The file's bytes and an index of its top-level lines. Names stay UTF-8 byte ranges of the file (packed as
+    /// offset &lt;&lt; 32 | length) and are decoded on lookup.</summary>
     private sealed class Database
     {
         private readonly byte[] _text;
-        private readonly Dictionary<ushort, long> _vendors;
-        private readonly Dictionary<uint, long> _devices;
-        private readonly Dictionary<ulong, long> _subsystems;
-        private readonly Dictionary<uint, long> _genericSubsystems;
-        private readonly Dictionary<uint, long> _classes;  // key: level (1 class, 2 subclass, 3 prog-if) << 24 | class code bits
+        private readonly Dictionary<ushort, VendorEntry> _vendors = [];
+        // Child lines of each class block and generic-subsystem block, in file order (first entry of a duplicate wins).
+        private readonly List<(uint Class, (int Start, int End) Lines)> _classBlocks = [];
+        private readonly List<(uint Vendor, (int Start, int End) Lines)> _genericBlocks = [];
+        private readonly Dictionary<uint, long> _classNames = [];
+        private readonly ConcurrentDictionary<ushort, VendorBlock> _parsed = new();
+        private readonly Lazy<Dictionary<uint, long>> _classes;
+        private readonly Lazy<Dictionary<uint, long>> _generic;
 
-        private Database(byte[] text, int devicesHint)
+        private Database(byte[] text)
         {
             _text = text;
-            _vendors = new(devicesHint / 12);
-            _devices = new(devicesHint);
-            _subsystems = new(devicesHint / 2);
-            _genericSubsystems = new();
-            _classes = new(512);
+            _classes = new(ParseClasses, LazyThreadSafetyMode.ExecutionAndPublication);
+            _generic = new(ParseGenericSubsystems, LazyThreadSafetyMode.ExecutionAndPublication);
         }
 
         public TimeSpan LoadTime { get; private set; }
         public int VendorCount => _vendors.Count;
-        public int DeviceCount => _devices.Count;
-        public int SubsystemCount => _subsystems.Count;
+        public int ParsedVendorBlocks => _parsed.Count;
+
+        /// <summary>A vendor's name and the child lines of each of its blocks (a vendor listed twice has two).</summary>
+        private sealed class VendorEntry(long name)
+        {
+            public long Name { get; } = name;
+            public List<(int Start, int End)> Blocks { get; } = [];
+        }
+
+        /// <summary>One vendor's devices and subsystems, parsed from its blocks on its first lookup.</summary>
+        private sealed class VendorBlock(Dictionary<ushort, long> devices, Dictionary<ulong, long> subsystems)
+        {
+            public Dictionary<ushort, long> Devices { get; } = devices;
+            public Dictionary<ulong, long> Subsystems { get; } = subsystems;  // device << 32 | subvendor << 16 | subdevice
+        }
 
         public static Database Load(string? path)
         {
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            byte[] text = Read(path);
-            var db = new Database(text, Math.Max(16, text.Length / 36));
-            db.Parse();
+            var db = new Database(Read(path));
+            db.IndexTopLevel();
             db.LoadTime = System.Diagnostics.Stopwatch.GetElapsedTime(t0);
             return db;
         }
@@ -111,104 +134,192 @@ public sealed class PciIds
             }
         }
 
-        public string? Vendor(ushort v) => Name(_vendors, v);
-        public string? Device(ushort v, ushort d) => Name(_devices, (uint)v << 16 | d);
-        public string? Subsystem(ushort v, ushort d, ushort sv, ushort sd) => Name(_subsystems, (ulong)v << 48 | (ulong)d << 32 | (ulong)sv << 16 | sd);
-        public string? GenericSubsystem(ushort sv, ushort sd) => Name(_genericSubsystems, (uint)sv << 16 | sd);
-        public string? Class(byte c) => Name(_classes, 1u << 24 | (uint)c << 16);
-        public string? Subclass(byte c, byte s) => Name(_classes, 2u << 24 | (uint)c << 16 | (uint)s << 8);
-        public string? ProgIf(byte c, byte s, byte p) => Name(_classes, 3u << 24 | (uint)c << 16 | (uint)s << 8 | p);
+        public string? Vendor(ushort v) => _vendors.TryGetValue(v, out var e) ? Name(e.Name) : null;
 
-        private string? Name<TKey>(Dictionary<TKey, long> map, TKey key) where TKey : notnull =>
-            map.TryGetValue(key, out long r) ? Encoding.UTF8.GetString(_text, (int)(r >> 32), (int)r) : null;
+        public string? Device(ushort v, ushort d) => BlockOf(v) is { } b && b.Devices.TryGetValue(d, out long r) ? Name(r) : null;
 
-        private enum Block { None, Vendor, GenericSubsystem, Class, Unknown }
+        public string? Subsystem(ushort v, ushort d, ushort sv, ushort sd) =>
+            BlockOf(v) is { } b && b.Subsystems.TryGetValue((ulong)d << 32 | (uint)sv << 16 | sd, out long r) ? Name(r) : null;
 
-        /// <summary>The grammar of pciutils lib/names-parse.c: nesting by leading tabs; top level is a vendor (<c>vvvv  name</c>),
-        /// a class block (<c>C cc  name</c>), a generic subsystem block (<c>S vvvv</c>) or another letter block, skipped.
-        /// Malformed lines are skipped (lspci would reject the whole file); the first of duplicate entries wins.</summary>
-        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-        private void Parse()  // optimized on first call: tier-0 code would double the one parse a process does
+        public string? GenericSubsystem(ushort sv, ushort sd) => Name(_generic.Value, (uint)sv << 16 | sd);
+        public string? Class(byte c) => Name(_classes.Value, 1u << 24 | (uint)c << 16);
+        public string? Subclass(byte c, byte s) => Name(_classes.Value, 2u << 24 | (uint)c << 16 | (uint)s << 8);
+        public string? ProgIf(byte c, byte s, byte p) => Name(_classes.Value, 3u << 24 | (uint)c << 16 | (uint)s << 8 | p);
+
+        public int DeviceCount() => _vendors.Keys.Sum(v => BlockOf(v)!.Devices.Count);
+        public int SubsystemCount() => _vendors.Keys.Sum(v => BlockOf(v)!.Subsystems.Count);
+
+        private VendorBlock? BlockOf(ushort v) =>
+            _vendors.TryGetValue(v, out var vendor) ? _parsed.GetOrAdd(v, _ => ParseVendor(vendor)) : null;
+
+        private string Name(long r) => Encoding.UTF8.GetString(_text, (int)(r >> 32), (int)r);
+
+        private string? Name(Dictionary<uint, long> map, uint key) => map.TryGetValue(key, out long r) ? Name(r) : null;
+
+        /// <summary>A line of the file without its end and trailing white space, and its nesting (leading tabs).</summary>
+        private readonly ref struct Line(int start, int end, int nest, ReadOnlySpan<byte> content)
         {
-            var all = _text.AsSpan();
-            int pos = 0;
-            var block = Block.None;
-            uint id1 = 0, id2 = 0;
-            bool haveLevel1 = false;
-            while (pos < all.Length)
-            {
-                int nl = all[pos..].IndexOf((byte)'\n');
-                int lineStart = pos;
-                int lineEnd = nl < 0 ? all.Length : pos + nl;
-                pos = lineEnd + 1;
-                while (lineEnd > lineStart && all[lineEnd - 1] is (byte)' ' or (byte)'\t' or (byte)'\r') lineEnd--;
-                int p = lineStart;
-                int nest = 0;
-                while (p < lineEnd && all[p] == (byte)'\t') { p++; nest++; }
-                if (p == lineEnd || all[p] == (byte)'#') continue;
-                var line = all[p..lineEnd];
-                int offset = p;
+            public int Start { get; } = start;     // offset of the content (after the tabs) in the file
+            public int End { get; } = end;         // offset just past the line's '\n' (or the file's end)
+            public int Nest { get; } = nest;
+            public ReadOnlySpan<byte> Content { get; } = content;  // empty for a blank line; a comment starts with '#'
+            public bool IsEntry => Content.Length > 0 && Content[0] != (byte)'#';
+        }
 
-                if (nest == 0)
+        private Line LineAt(int pos, int limit)
+        {
+            var all = _text.AsSpan(0, limit);
+            int nl = all[pos..].IndexOf((byte)'\n');
+            int end = nl < 0 ? limit : pos + nl;
+            int next = nl < 0 ? limit : end + 1;
+            while (end > pos && all[end - 1] is (byte)' ' or (byte)'\t' or (byte)'\r') end--;
+            int p = pos, nest = 0;
+            while (p < end && all[p] == (byte)'\t') { p++; nest++; }
+            return new Line(p, next, nest, all[p..end]);
+        }
+
+        /// <summary>The grammar of pciutils lib/names-parse.c at the top level: nesting by leading tabs; a top-level entry is a
+        /// vendor (<c>vvvv  name</c>), a class block (<c>C cc  name</c>), a generic subsystem block (<c>S vvvv</c>) or
+        /// another letter block (skipped, with its children). A block's children are the lines up to the next top-level
+        /// entry; comments and blank lines do not end a block. Malformed top-level lines end the block and their children
+        /// are ignored (lspci would reject the whole file); the first of duplicate entries wins.</summary>
+        private void IndexTopLevel()
+        {
+            int pos = 0, limit = _text.Length;
+            Action<int>? close = null;  // ends the open block at the given offset
+            while (pos < limit)
+            {
+                if (_text[pos] == (byte)'\t')
                 {
-                    haveLevel1 = false;
-                    if (line.Length >= 2 && line[1] == (byte)' ' && line[0] >= (byte)'A' && line[0] <= (byte)'Z')
-                    {
-                        if (line[0] == (byte)'C' && Hex(line, 2, 2, out id1) && IsSpace(line, 4))
-                        {
-                            block = Block.Class;
-                            AddName(_classes, 1u << 24 | id1 << 16, offset, line, 5);
-                        }
-                        else if (line[0] == (byte)'S' && Hex(line, 2, 4, out id1) && line.Length == 6)
-                        {
-                            block = Block.GenericSubsystem;
-                        }
-                        else block = Block.Unknown;
-                        continue;
-                    }
-                    if (Hex(line, 0, 4, out id1) && IsSpace(line, 4))
-                    {
-                        block = Block.Vendor;
-                        AddName(_vendors, (ushort)id1, offset, line, 5);
-                    }
-                    else block = Block.Unknown;  // a broken top-level line: ignore its children too
+                    // A child line: it belongs to the open block. Skip to the next line without looking inside.
+                    int nl = _text.AsSpan(pos, limit - pos).IndexOf((byte)'\n');
+                    pos = nl < 0 ? limit : pos + nl + 1;
                     continue;
                 }
-
-                switch (block)
+                var line = LineAt(pos, limit);
+                int lineStart = pos;
+                pos = line.End;
+                if (!line.IsEntry) continue;
+                close?.Invoke(lineStart);
+                close = null;
+                int childStart = line.End;
+                var content = line.Content;
+                if (content.Length >= 2 && content[1] == (byte)' ' && content[0] >= (byte)'A' && content[0] <= (byte)'Z')
                 {
-                    case Block.Vendor when nest == 1:
-                        haveLevel1 = Hex(line, 0, 4, out id2) && IsSpace(line, 4);
-                        if (haveLevel1) AddName(_devices, id1 << 16 | id2, offset, line, 5);
-                        break;
-                    case Block.Vendor when nest == 2 && haveLevel1:
-                        if (Hex(line, 0, 4, out uint sv) && IsSpace(line, 4) && Hex(line, 5, 4, out uint sd) && IsSpace(line, 9))
-                            AddName(_subsystems, (ulong)id1 << 48 | (ulong)id2 << 32 | (ulong)sv << 16 | sd, offset, line, 10);
-                        break;
-                    case Block.GenericSubsystem when nest == 1:
-                        if (Hex(line, 0, 4, out uint gd) && IsSpace(line, 4))
-                            AddName(_genericSubsystems, id1 << 16 | gd, offset, line, 5);
-                        break;
-                    case Block.Class when nest == 1:
-                        haveLevel1 = Hex(line, 0, 2, out id2) && IsSpace(line, 2);
-                        if (haveLevel1) AddName(_classes, 2u << 24 | id1 << 16 | id2 << 8, offset, line, 3);
-                        break;
-                    case Block.Class when nest == 2 && haveLevel1:
-                        if (Hex(line, 0, 2, out uint pi) && IsSpace(line, 2))
-                            AddName(_classes, 3u << 24 | id1 << 16 | id2 << 8 | pi, offset, line, 3);
-                        break;
+                    if (content[0] == (byte)'C' && Hex(content, 2, 2, out uint cls) && IsSpace(content, 4))
+                    {
+                        AddName(_classNames, 1u << 24 | cls << 16, line.Start, content, 5);
+                        close = end => _classBlocks.Add((cls, (childStart, end)));
+                    }
+                    else if (content[0] == (byte)'S' && Hex(content, 2, 4, out uint sv) && content.Length == 6)
+                    {
+                        close = end => _genericBlocks.Add((sv, (childStart, end)));
+                    }
+                    continue;
+                }
+                if (Hex(content, 0, 4, out uint id) && IsSpace(content, 4))
+                {
+                    ushort v = (ushort)id;
+                    if (!_vendors.TryGetValue(v, out var vendor))
+                    {
+                        int at = NameStart(content, 5);
+                        _vendors[v] = vendor = new VendorEntry((long)(line.Start + at) << 32 | (uint)(content.Length - at));
+                    }
+                    close = end => vendor.Blocks.Add((childStart, end));
                 }
             }
+            close?.Invoke(limit);
+        }
+
+        /// <summary>A vendor block's children: <c>dddd  name</c> devices, and below each, <c>ssss tttt  name</c> subsystems.</summary>
+        private VendorBlock ParseVendor(VendorEntry vendor)
+        {
+            var devices = new Dictionary<ushort, long>();
+            var subsystems = new Dictionary<ulong, long>();
+            foreach (var block in vendor.Blocks)
+            {
+                bool haveDevice = false;
+                uint device = 0;
+                for (int pos = block.Start, end = block.End; pos < end;)
+                {
+                    var line = LineAt(pos, end);
+                    pos = line.End;
+                    if (!line.IsEntry) continue;
+                    var c = line.Content;
+                    if (line.Nest == 1)
+                    {
+                        haveDevice = Hex(c, 0, 4, out device) && IsSpace(c, 4);
+                        if (haveDevice) AddName(devices, (ushort)device, line.Start, c, 5);
+                    }
+                    else if (line.Nest == 2 && haveDevice && Hex(c, 0, 4, out uint sv) && IsSpace(c, 4) && Hex(c, 5, 4, out uint sd) && IsSpace(c, 9))
+                    {
+                        AddName(subsystems, (ulong)device << 32 | sv << 16 | sd, line.Start, c, 10);
+                    }
+                }
+            }
+            return new VendorBlock(devices, subsystems);
+        }
+
+        /// <summary>Every class block's children: <c>ss  name</c> subclasses and, below each, <c>pp  name</c> prog-ifs; keys are
+        /// level (1 class, 2 subclass, 3 prog-if) &lt;&lt; 24 | class code bits.</summary>
+        private Dictionary<uint, long> ParseClasses()
+        {
+            var map = new Dictionary<uint, long>(_classNames);
+            foreach (var (cls, lines) in _classBlocks)
+            {
+                bool haveSubclass = false;
+                uint sub = 0;
+                for (int pos = lines.Start, end = lines.End; pos < end;)
+                {
+                    var line = LineAt(pos, end);
+                    pos = line.End;
+                    if (!line.IsEntry) continue;
+                    var c = line.Content;
+                    if (line.Nest == 1)
+                    {
+                        haveSubclass = Hex(c, 0, 2, out sub) && IsSpace(c, 2);
+                        if (haveSubclass) AddName(map, 2u << 24 | cls << 16 | sub << 8, line.Start, c, 3);
+                    }
+                    else if (line.Nest == 2 && haveSubclass && Hex(c, 0, 2, out uint pi) && IsSpace(c, 2))
+                    {
+                        AddName(map, 3u << 24 | cls << 16 | sub << 8 | pi, line.Start, c, 3);
+                    }
+                }
+            }
+            return map;
+        }
+
+        /// <summary>Every <c>S vvvv</c> block's <c>dddd  name</c> children; key vendor &lt;&lt; 16 | device.</summary>
+        private Dictionary<uint, long> ParseGenericSubsystems()
+        {
+            var map = new Dictionary<uint, long>();
+            foreach (var (sv, lines) in _genericBlocks)
+            {
+                for (int pos = lines.Start, end = lines.End; pos < end;)
+                {
+                    var line = LineAt(pos, end);
+                    pos = line.End;
+                    if (line.IsEntry && line.Nest == 1 && Hex(line.Content, 0, 4, out uint sd) && IsSpace(line.Content, 4))
+                        AddName(map, sv << 16 | sd, line.Start, line.Content, 5);
+                }
+            }
+            return map;
         }
 
         /// <summary>Records the name that follows the ids (after any white space), as a byte range of the file.</summary>
         private static void AddName<TKey>(Dictionary<TKey, long> map, TKey key, int lineOffset, ReadOnlySpan<byte> line, int nameAt)
             where TKey : notnull
         {
-            int i = nameAt;
-            while (i < line.Length && line[i] is (byte)' ' or (byte)'\t') i++;
+            int i = NameStart(line, nameAt);
             if (i >= line.Length) return;  // an id without a name
             map.TryAdd(key, (long)(lineOffset + i) << 32 | (uint)(line.Length - i));
+        }
+
+        private static int NameStart(ReadOnlySpan<byte> line, int nameAt)
+        {
+            int i = nameAt;
+            while (i < line.Length && line[i] is (byte)' ' or (byte)'\t') i++;
+            return i;
         }
 
         private static bool IsSpace(ReadOnlySpan<byte> line, int at) => at < line.Length && line[at] is (byte)' ' or (byte)'\t';

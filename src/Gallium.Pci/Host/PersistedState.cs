@@ -48,6 +48,15 @@ internal sealed class PersistedState
 
     public bool HasRule(PciAddress address) => _files.ReadFile(_files.RulePath(address)) == _files.RuleContent(address);
 
+    /// <summary>driverctl persists it for vfio-pci (/etc/driverctl.d/pci-&lt;bdf&gt;): its own record and udev rule (issue 13).</summary>
+    public bool DriverctlOwns(PciAddress address) => _files.DriverctlDriver(address) == DriverBinder.VfioPci;
+
+    /// <summary>Which tool persists the device for vfio-pci.</summary>
+    public BindingPersistence PersistedBy(PciAddress address) =>
+        (_recordNames.Contains(address.ToString()) && HasRecord(address)) ? BindingPersistence.Gallium
+        : DriverctlOwns(address) ? BindingPersistence.Driverctl
+        : BindingPersistence.None;
+
     /// <summary>The device's passthrough state from its binding and what is persisted for it, with the problem in words.</summary>
     public (PassthroughState State, string? Problem) StateOf(PciAddress address, string? driver, string? driverOverride)
     {
@@ -58,10 +67,13 @@ internal sealed class PersistedState
         bool onVfio = driver == DriverBinder.VfioPci;
         bool armed = driverOverride == DriverBinder.VfioPci;
         bool record = (onVfio || armed || _recordNames.Contains(address.ToString())) && HasRecord(address);
+        // A device driverctl persists for vfio-pci is persisted: driverctl's record and rule stand for ours (one owner per device).
+        bool driverctl = !record && DriverctlOwns(address);
+        record |= driverctl;
         if (!onVfio && !armed && !record)
             return (driver is null ? PassthroughState.Unbound : PassthroughState.Host, null);
 
-        bool rule = HasRule(address);
+        bool rule = driverctl || HasRule(address);
         string repair = $"Enable-GalliumPciPassthrough -Address {address} repairs it; Disable-GalliumPciPassthrough -Address {address} returns it to the host.";
         if (onVfio)
         {

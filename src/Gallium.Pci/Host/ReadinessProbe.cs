@@ -3,7 +3,8 @@ using System.Globalization;
 namespace Gallium.Pci.Host;
 
 /// <summary>Answers "can this host do PCI passthrough, and if not, what exactly must change?" from sysfs, procfs and /dev
-/// only (REFERENCE §3.5): the IOMMU (firmware table, kernel command line, groups, units), interrupt remapping, vfio-pci.</summary>
+/// only (REFERENCE §3.5): the IOMMU (firmware table, kernel command line, groups, units), interrupt remapping with VFIO's
+/// allow_unsafe_interrupts, the ACS override (REFERENCE §8.4), vfio-pci. Says not ready, ready but unsafe, or ready.</summary>
 public sealed class ReadinessProbe(HostContext host)
 {
     /// <summary>How to change the kernel command line on a GRUB host, the common case.</summary>
@@ -34,7 +35,8 @@ public sealed class ReadinessProbe(HostContext host)
             ? (IommuProblem.None, (string?)null, (string?)null)
             : Diagnose(cpu, kind, vm, dmar || ivrs, tables.Count > 0, offenders, HasIntelIommuOn(cmdline));
 
-        bool? remapping = ParseInterruptRemapping(_host.Procfs.ReadText("interrupts"));
+        var isolation = HostIsolation.Read(_host);
+        bool? remapping = isolation.InterruptRemapping;
         bool loaded = sysfs.Exists("module/vfio_pci") || sysfs.Exists("bus/pci/drivers/vfio-pci");
         bool available = loaded || _host.Modules.IsAvailable("vfio-pci");
         bool node = _host.Devfs.Exists("vfio/vfio");
@@ -43,9 +45,15 @@ public sealed class ReadinessProbe(HostContext host)
         var problems = new List<string>();
         if (!root) problems.Add("This session is not root: enabling passthrough changes driver bindings, which needs root (run pwsh with sudo).");
         if (sentence is not null) problems.Add(sentence);
-        if (enabled && remapping == false)
-            problems.Add("Interrupt remapping is not active (no \"IR-\" interrupt chips in /proc/interrupts): VFIO refuses devices " +
-                         "unless vfio_iommu_type1 is loaded with allow_unsafe_interrupts=1; enable interrupt remapping in the firmware.");
+        var risks = new List<PassthroughCaveat>();
+        // Without remapping VFIO refuses devices unless allow_unsafe_interrupts is set (REFERENCE §8.4): not ready; with it set,
+        // ready but unsafe.
+        if (enabled && isolation.UnsafeInterrupts() is { } interrupts)
+        {
+            if (isolation.VfioRefusesDevices) problems.Add($"{interrupts.Reason} {interrupts.Remedy} {interrupts.Security}");
+            else risks.Add(interrupts);
+        }
+        if (isolation.AcsOverrideCaveat() is { } acs) risks.Add(acs);
         if (!available) problems.Add("The running kernel has no vfio-pci module (not in modules.dep, not built in): install a kernel with VFIO.");
         else if (loaded && !node) problems.Add("vfio-pci is loaded but /dev/vfio/vfio does not exist: check that /dev is a devtmpfs and the vfio module is loaded.");
 
@@ -74,6 +82,9 @@ public sealed class ReadinessProbe(HostContext host)
             Remedy = remedy,
             KernelCommandLine = cmdline,
             InterruptRemapping = remapping,
+            AllowUnsafeInterrupts = isolation.AllowUnsafeInterrupts,
+            AcsOverride = isolation.AcsOverride,
+            Risks = risks,
             VfioPciAvailable = available,
             VfioPciLoaded = loaded,
             VfioDeviceNode = node,
@@ -146,7 +157,7 @@ public sealed class ReadinessProbe(HostContext host)
     {
         var offenders = new List<string>();
         string? intelOff = null;
-        foreach (var (token, key, options) in Parameters(cmdline))
+        foreach (var (token, key, options) in KernelCommandLine.Parameters(cmdline))
         {
             switch (key)
             {
@@ -170,21 +181,9 @@ public sealed class ReadinessProbe(HostContext host)
     }
 
     private static bool HasIntelIommuOn(string cmdline) =>
-        Parameters(cmdline).Where(p => p.Key == "intel_iommu").SelectMany(p => p.Options.Split(','))
+        KernelCommandLine.Parameters(cmdline).Where(p => p.Key == "intel_iommu").SelectMany(p => p.Value.Split(','))
             .LastOrDefault(o => o.StartsWith("on", StringComparison.Ordinal) || o.StartsWith("off", StringComparison.Ordinal)) is { } last
         && last.StartsWith("on", StringComparison.Ordinal);
-
-    private static IEnumerable<(string Token, string Key, string Options)> Parameters(string? cmdline)
-    {
-        if (string.IsNullOrEmpty(cmdline)) yield break;
-        foreach (string raw in cmdline.Split([' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (raw == "--") yield break;
-            int eq = raw.IndexOf('=');
-            if (eq <= 0) continue;
-            yield return (raw, raw[..eq], raw[(eq + 1)..].Trim('"'));
-        }
-    }
 
     /// <summary>The first <c>vendor_id</c> of /proc/cpuinfo: GenuineIntel → Intel; AuthenticAMD, HygonGenuine → Amd.</summary>
     public static CpuVendor ParseCpuVendor(string? cpuinfo)

@@ -56,9 +56,10 @@ public static class DomainXml
         HostdevElement(source, managed, guest, multifunction).ToString(SaveOptions.DisableFormatting);
 
     /// <summary>Plans the hostdevs for functions of ONE device so that a multi-function device stays multi-function in the
-    /// guest: same guest bus/slot, <c>multifunction='on'</c> on function 0 (REFERENCE §5.1). A single function gets no guest
-    /// address (libvirt then adds the right controller itself). On q35 the functions go to slot 0 of a free
-    /// <c>pcie-root-port</c>, adding one when none is free; on i440fx to a free slot of bus 0.</summary>
+    /// guest: same guest bus/slot, <c>multifunction='on'</c> on function 0 (REFERENCE §5.1). On q35 the functions go to slot 0
+    /// of a free <c>pcie-root-port</c>, adding one (tagged with a <c>ua-gallium-</c> alias, so Remove can take it out again)
+    /// when none is free; on i440fx to a free slot of bus 0. A single function is placed the same way, so libvirt never adds
+    /// an untagged root port of its own for it; only on a layout we do not know does libvirt choose.</summary>
     /// <exception cref="ArgumentException">No functions, or functions of different devices.</exception>
     /// <exception cref="GalliumException"><c>GuestPciSlotUnavailable</c> when no guest slot can be chosen safely.</exception>
     public static HostdevAttachPlan PlanAttach(string domainXml, IEnumerable<PciAddress> functions, bool managed = false)
@@ -67,11 +68,10 @@ public static class DomainXml
         if (sources.Count == 0) throw new ArgumentException("At least one PCI function is needed.", nameof(functions));
         if (sources.Any(f => f.SlotFunction0 != sources[0].SlotFunction0))
             throw new ArgumentException($"The functions {string.Join(", ", sources)} are not all of one device.", nameof(functions));
-        if (sources.Count == 1)
-            return new HostdevAttachPlan { DeviceXml = [BuildHostdev(sources[0], managed)] };
-
         var doc = Parse(domainXml);
         var devices = doc.Root?.Element("devices") ?? throw Invalid("it has no <devices>", doc);
+        if (sources.Count == 1 && !HasKnownLayout(devices))
+            return new HostdevAttachPlan { DeviceXml = [BuildHostdev(sources[0], managed)] };
         var (bus, slot, rootPort) = ChooseGuestSlot(devices, doc);
         // Keep the host's function numbers when function 0 is there (drivers expect e.g. GPU .0 + audio .1); otherwise
         // renumber from 0, since a guest only scans a slot whose function 0 exists.
@@ -82,10 +82,63 @@ public static class DomainXml
         {
             byte function = keepNumbers ? sources[i].Function : (byte)i;
             var guest = new PciAddress(0, bus, slot, function);
-            xml.Add(BuildHostdev(sources[i], managed, guest, multifunction: function == 0));
+            xml.Add(BuildHostdev(sources[i], managed, guest, multifunction: function == 0 && sources.Count > 1));
         }
         return new HostdevAttachPlan { DeviceXml = xml, GuestSlot = new PciAddress(0, bus, slot, 0), AddsRootPort = rootPort is not null };
     }
+
+    /// <summary>The alias prefix of the root ports Add puts in (libvirt keeps user aliases, "ua-", in the definition).</summary>
+    public const string RootPortAliasPrefix = "ua-gallium-rp";
+
+    /// <summary>Root ports Gallium added (by their alias) that no device uses any more once <paramref name="leaving"/> are gone:
+    /// the detach XML of each, so Remove leaves the topology as Add found it.</summary>
+    public static IReadOnlyList<string> UnusedGalliumRootPorts(string domainXml, IEnumerable<PciAddress> leaving)
+    {
+        var gone = leaving.ToHashSet();
+        var devices = Parse(domainXml).Root?.Element("devices");
+        if (devices is null) return [];
+        var usedBuses = devices.Elements()
+            .Where(e => !((IsPciHostdev(e) || IsHostdevInterface(e)) && SourceAddress(e) is { } a && gone.Contains(a)))
+            .SelectMany(e => e.Elements("address"))
+            .Where(a => (string?)a.Attribute("type") == "pci")
+            .Select(ReadAddress).OfType<PciAddress>().Select(a => (ulong)a.Bus).ToHashSet();
+        return devices.Elements("controller")
+            .Where(c => (string?)c.Attribute("type") == "pci" && (string?)c.Attribute("model") == "pcie-root-port"
+                && ((string?)c.Element("alias")?.Attribute("name"))?.StartsWith(RootPortAliasPrefix, StringComparison.Ordinal) == true
+                && TryNumber((string?)c.Attribute("index"), out ulong index) && !usedBuses.Contains(index))
+            .Select(c => c.ToString(SaveOptions.DisableFormatting)).ToList();
+    }
+
+    /// <summary>The definition as it will be once <paramref name="attach"/> are added and <paramref name="detach"/> removed
+    /// (device XML as handed to libvirt): what the VM will hold, for sizing before anything is done. A device already there is
+    /// not added twice; one already gone is not looked for.</summary>
+    public static string Project(string domainXml, IEnumerable<string> attach, IEnumerable<string> detach)
+    {
+        var doc = Parse(domainXml);
+        var devices = doc.Root!.Element("devices");
+        if (devices is null) doc.Root.Add(devices = new XElement("devices"));
+        foreach (var e in detach.Select(XElement.Parse))
+            devices.Elements().FirstOrDefault(d => SameDevice(d, e))?.Remove();
+        foreach (var e in attach.Select(XElement.Parse))
+            if (!devices.Elements().Any(d => SameDevice(d, e))) devices.Add(e);
+        return doc.ToString(SaveOptions.DisableFormatting);
+    }
+
+    /// <summary>libvirt's own identity of a device for attach/detach: a PCI hostdev by its source, a controller by type and
+    /// index, anything else by its whole element.</summary>
+    private static bool SameDevice(XElement a, XElement b)
+    {
+        if (a.Name != b.Name) return false;
+        if ((IsPciHostdev(a) || IsHostdevInterface(a)) && (IsPciHostdev(b) || IsHostdevInterface(b)))
+            return SourceAddress(a) is { } x && x == SourceAddress(b);
+        if (a.Name == "controller")
+            return (string?)a.Attribute("type") == (string?)b.Attribute("type")
+                && TryNumber((string?)a.Attribute("index"), out ulong i) && TryNumber((string?)b.Attribute("index"), out ulong j) && i == j;
+        return XNode.DeepEquals(a, b);
+    }
+
+    private static bool HasKnownLayout(XElement devices) =>
+        devices.Elements("controller").Any(c => (string?)c.Attribute("type") == "pci" && (string?)c.Attribute("model") is "pcie-root" or "pci-root");
 
     /// <summary>The XML to detach a host function from a VM definition: the element exactly as the definition holds it
     /// (as specific as its definition, REFERENCE §5.2), or just the source address when the definition lacks it.</summary>
@@ -252,7 +305,8 @@ public static class DomainXml
             new XAttribute("model", "pcie-root-port"),
             new XElement("model", new XAttribute("name", "pcie-root-port")),
             new XElement("target", new XAttribute("chassis", chassis.ToString(CultureInfo.InvariantCulture)),
-                new XAttribute("port", "0x" + port.ToString("x", CultureInfo.InvariantCulture))));
+                new XAttribute("port", "0x" + port.ToString("x", CultureInfo.InvariantCulture))),
+            new XElement("alias", new XAttribute("name", RootPortAliasPrefix + index.ToString(CultureInfo.InvariantCulture))));
         return ((byte)index, 0, rootPort);
     }
 

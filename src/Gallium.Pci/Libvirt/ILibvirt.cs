@@ -18,6 +18,11 @@ public interface ILibvirt : IDisposable
     /// <summary>One domain by name. Throws <see cref="VmNotFoundException"/>.</summary>
     LibvirtDomain GetDomain(string vmName);
 
+    /// <summary>The persistent definition exactly as libvirt keeps it, secrets included (<c>VIR_DOMAIN_XML_INACTIVE |
+    /// VIR_DOMAIN_XML_SECURE</c>, REFERENCE §8.3): the only text a definition may be redefined from, or VNC/SPICE passwords
+    /// are lost. Needs a read-write connection.</summary>
+    string GetDefinition(string vmName);
+
     /// <summary>Adds a device (one <c>&lt;hostdev&gt;</c>, <c>&lt;controller&gt;</c>, ...) to the VM's persistent definition only
     /// (<c>VIR_DOMAIN_AFFECT_CONFIG</c>, REFERENCE §5.2). A device already present fails with code 55 OperationInvalid.</summary>
     void AttachDeviceToConfig(string vmName, string deviceXml);
@@ -49,6 +54,10 @@ public interface ILibvirtConnector
     /// <summary>The URI a command uses when it is given none.</summary>
     string DefaultUri { get; }
 
+    /// <summary>The libvirt that holds every VM that can use this host's devices (Disable asks it, whatever
+    /// <see cref="DefaultUri"/> says): qemu:///system, or a simulated host's own test driver.</summary>
+    string SystemUri { get; }
+
     /// <summary>Opens <paramref name="uri"/>; null means <see cref="DefaultUri"/>.</summary>
     ILibvirt Open(string? uri, bool readOnly = false);
 }
@@ -59,6 +68,8 @@ public sealed class LibvirtConnector : ILibvirtConnector
     public static LibvirtConnector Instance { get; } = new();
 
     public string DefaultUri => LibvirtUri.Resolve(null);
+
+    public string SystemUri => LibvirtUri.Default;
 
     public ILibvirt Open(string? uri, bool readOnly = false) => LibvirtConnection.Open(uri, readOnly);
 }
@@ -86,6 +97,28 @@ public static class LibvirtUri
         !string.IsNullOrWhiteSpace(explicitUri) ? explicitUri.Trim()
         : !string.IsNullOrWhiteSpace(environmentUri) ? environmentUri.Trim()
         : Default;
+
+    /// <summary>Throws <see cref="LibvirtUriInvalidException"/> unless the text is a URI libvirt could open: an absolute
+    /// <c>driver[+transport]://[host][/path][?query]</c> (or <c>driver:///path</c>) without spaces or control characters.</summary>
+    public static void Validate(string uri)
+    {
+        ArgumentNullException.ThrowIfNull(uri);
+        string? why = uri.Any(char.IsControl) ? "it contains a control character"
+            : uri.Any(char.IsWhiteSpace) ? "it contains white space"
+            : !System.Uri.TryCreate(uri, UriKind.Absolute, out var parsed) ? "it is not an absolute URI"
+            : !System.Text.RegularExpressions.Regex.IsMatch(parsed.Scheme, "^[a-z][a-z0-9]*(\\+[a-z0-9]+)?$") ? $"'{parsed.Scheme}' is not a libvirt driver[+transport] scheme"
+            : !uri.Contains("://", StringComparison.Ordinal) ? "libvirt URIs have the form driver:///path or driver+transport://host/path"
+            : null;
+        if (why is not null) throw new LibvirtUriInvalidException(uri, why);
+    }
+
+    /// <summary>True for this machine's privileged QEMU daemon: <c>qemu:///system</c>, also over the unix transport or with
+    /// query parameters (<c>?socket=</c> for a test daemon). Only it holds every VM that can use this host's PCI devices.</summary>
+    public static bool IsSystem(string uri) =>
+        System.Uri.TryCreate(uri, UriKind.Absolute, out var parsed)
+        && parsed.Scheme is "qemu" or "qemu+unix"
+        && parsed.Host.Length == 0
+        && parsed.AbsolutePath == "/system";
 
     /// <summary>True when the URI reaches the libvirt of this machine (no host, or a name of this machine): device state
     /// comes from this machine's sysfs, so only this machine's VM definitions may be joined with it.</summary>

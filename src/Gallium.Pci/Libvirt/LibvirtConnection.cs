@@ -21,6 +21,7 @@ public sealed class LibvirtConnection : ILibvirt
     public static LibvirtConnection Open(string? uri = null, bool readOnly = false)
     {
         string resolved = LibvirtUri.Resolve(uri);
+        LibvirtUri.Validate(resolved);
         LibvirtRuntime.EnsureReady();
         ConnectionHandle handle = readOnly ? Virt.virConnectOpenReadOnly(resolved) : Virt.virConnectOpen(resolved);
         if (handle.IsInvalid)
@@ -126,6 +127,13 @@ public sealed class LibvirtConnection : ILibvirt
         return TryDescribe(domain) ?? throw new VmNotFoundException(vmName, null);
     }
 
+    public string GetDefinition(string vmName)
+    {
+        using var domain = Lookup(vmName);
+        return Virt.TakeString(Virt.virDomainGetXMLDesc(domain, Virt.VIR_DOMAIN_XML_INACTIVE | Virt.VIR_DOMAIN_XML_SECURE))
+            ?? throw Failed($"read the definition of VM '{vmName}'", vmName, vmName);
+    }
+
     public void AttachDeviceToConfig(string vmName, string deviceXml)
     {
         using var domain = Lookup(vmName);
@@ -182,7 +190,8 @@ public sealed class LibvirtConnection : ILibvirt
 
     private DomainHandle Lookup(string vmName)
     {
-        ArgumentNullException.ThrowIfNull(vmName);
+        // Marshalling stops at a NUL: "web1\0x" would look up web1 (REFERENCE §5.3).
+        VmNameInvalidException.ThrowIfInvalid(vmName);
         var domain = Virt.virDomainLookupByName(_connection, vmName);
         if (!domain.IsInvalid) return domain;
         var exception = Failed($"look up VM '{vmName}'", vmName, vmName);

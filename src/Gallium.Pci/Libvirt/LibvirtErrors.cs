@@ -103,6 +103,33 @@ public sealed class VmNotFoundException(string vmName, LibvirtError? error)
     public string VmName { get; } = vmName;
 }
 
+/// <summary>-Uri (or LIBVIRT_DEFAULT_URI) is not a libvirt URI at all; never reported as another host's libvirt.</summary>
+public sealed class LibvirtUriInvalidException(string uri, string why)
+    : GalliumException("LibvirtUriInvalid", ErrorKind.InvalidArgument,
+        $"'{Printable(uri)}' is not a libvirt connection URI: {why}.", Printable(uri))
+{
+    public string Uri { get; } = uri;
+    public override bool IsHostLevel => true;
+    /// <summary>The URI with control characters shown as \uXXXX, so a message never carries a raw NUL or escape.</summary>
+    internal static string Printable(string text) =>
+        string.Concat(text.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
+}
+
+/// <summary>A VM name libvirt would not see as typed: a NUL ends a C string (the name would be cut short and name another
+/// VM), and other control characters are never part of a domain name.</summary>
+public sealed class VmNameInvalidException(string vmName)
+    : GalliumException("VmNameInvalid", ErrorKind.InvalidArgument,
+        $"'{LibvirtUriInvalidException.Printable(vmName)}' is not a VM name: it contains a control character (a NUL would cut it short at the C boundary).",
+        LibvirtUriInvalidException.Printable(vmName))
+{
+    /// <summary>Throws unless <paramref name="vmName"/> is non-empty and free of control characters.</summary>
+    public static void ThrowIfInvalid(string vmName)
+    {
+        ArgumentNullException.ThrowIfNull(vmName);
+        if (vmName.Length == 0 || vmName.Any(char.IsControl)) throw new VmNameInvalidException(vmName);
+    }
+}
+
 /// <summary>libvirt refused or failed an operation on a VM (attach, detach, define, start, ...).</summary>
 public sealed class LibvirtOperationFailedException(string operation, object? target, LibvirtError error)
     : LibvirtException("LibvirtOperationFailed", LibvirtErrorMap.KindOf(error.Code),

@@ -12,6 +12,8 @@ internal static unsafe partial class Virt
     public const string Lib = "libvirt.so.0";
 
     // virDomainXMLFlags, virDomainModificationImpact, virDomainCreateFlags, virDomainUndefineFlagsValues (REFERENCE §5.4).
+    /// <summary>Include passwords and other secrets (refused on a read-only connection, REFERENCE §8.3).</summary>
+    public const uint VIR_DOMAIN_XML_SECURE = 1;
     public const uint VIR_DOMAIN_XML_INACTIVE = 2;
     public const uint VIR_DOMAIN_AFFECT_CONFIG = 2;
     public const uint VIR_DOMAIN_START_PAUSED = 1;

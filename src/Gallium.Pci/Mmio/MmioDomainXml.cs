@@ -105,6 +105,57 @@ public static class MmioDomainXml
         return doc.ToString(SaveOptions.DisableFormatting);
     }
 
+    /// <summary>True when the definition carries Gallium's record of an MMIO fix (<c>&lt;gallium:mmio&gt;</c>).</summary>
+    public static bool HasFix(string domainXml) => Marker(Parse(domainXml).Root!, create: false) is not null;
+
+    /// <summary>What decides the window and what Gallium recorded about it, as one comparable text: the CPU's maxphysaddr,
+    /// the forced OVMF aperture and the marker. Two definitions with the same fingerprint need no define between them,
+    /// however libvirt formatted the rest.</summary>
+    public static string FixFingerprint(string domainXml)
+    {
+        var root = Parse(domainXml).Root!;
+        var mpa = root.Element("cpu")?.Element("maxphysaddr");
+        string mpaText = mpa is null ? "-" : string.Join(",", mpa.Attributes().OrderBy(a => a.Name.LocalName, StringComparer.Ordinal).Select(a => $"{a.Name.LocalName}={a.Value}"));
+        string aperture = (string?)FindApertureArg(root)?.Attribute("value") ?? "-";
+        var marker = Marker(root, create: false);
+        string markerText = marker is null ? "-" : Canonical(marker);
+        return $"maxphysaddr[{mpaText}] aperture[{aperture}] marker[{markerText}]";
+    }
+
+    /// <summary>The fix Gallium's marker records (the maxphysaddr and aperture it set), as a plan <see cref="ApplyFix"/> makes
+    /// again on another text of the same definition: how an MMIO edit is undone without redefining a stale copy (which would
+    /// lose what other tools wrote since). Null when the definition carries no Gallium fix.</summary>
+    public static MmioPlan? RecordedFix(string domainXml)
+    {
+        var root = Parse(domainXml).Root!;
+        var marker = Marker(root, create: false);
+        if (marker is null) return null;
+        var changes = new List<MmioChange>();
+        if (marker.Element(Gallium + "maxphysaddr") is { } m)
+        {
+            int? bits = int.TryParse((string?)m.Attribute("bits"), NumberStyles.None, CultureInfo.InvariantCulture, out int b) ? b : null;
+            var mpa = (string?)m.Attribute("mode") == "emulate" ? new MaxPhysAddr(MaxPhysAddrMode.Emulate, bits) : new MaxPhysAddr(MaxPhysAddrMode.Passthrough);
+            changes.Add(new MmioChange(MmioChangeKind.MaxPhysAddr, $"set {mpa} in <cpu>") { MaxPhysAddr = mpa });
+        }
+        if (marker.Element(Gallium + "aperture") is { } a
+            && ulong.TryParse((string?)a.Attribute("mib"), NumberStyles.None, CultureInfo.InvariantCulture, out ulong mib))
+            changes.Add(new MmioChange(MmioChangeKind.OvmfAperture, $"OVMF aperture {mib} MiB") { ApertureMiB = mib });
+        string name = root.Element("name")?.Value ?? "";
+        return new MmioPlan { VmName = name, Outcome = MmioPlanOutcome.FixNeeded, Changes = changes, Reason = "the fix Gallium recorded" };
+    }
+
+    /// <summary><paramref name="intoXml"/> with the Gallium fix that <paramref name="fromXml"/> carries (or none), everything
+    /// else left as it is.</summary>
+    public static string TransplantFix(string fromXml, string intoXml)
+    {
+        string unfixed = RemoveFix(intoXml);
+        return RecordedFix(fromXml) is { } plan ? ApplyFix(unfixed, plan) : unfixed;
+    }
+
+    static string Canonical(XElement e) =>
+        $"<{e.Name.LocalName} {string.Join(" ", e.Attributes().Where(a => !a.IsNamespaceDeclaration).OrderBy(a => a.Name.LocalName, StringComparer.Ordinal).Select(a => $"{a.Name.LocalName}={a.Value}"))}>"
+        + string.Concat(e.Elements().Select(Canonical)) + "</>";
+
     // ---- maxphysaddr -------------------------------------------------------------------------------------------
 
     static void SetMaxPhysAddr(XElement root, XElement marker, MaxPhysAddr wanted)

@@ -27,7 +27,10 @@ public static class MmioPlanner
 
         ulong needed = MmioSizing.Aperture(demands, spareRootPorts);
         plan = plan with { NeededBytes = needed };
-        string need = $"{vmText} needs a {MmioBytes.Format(needed)} 64-bit MMIO window for {Describe(demands)}";
+        ulong total = demands.Aggregate(0UL, (sum, d) => sum + d.Bar.Size);
+        int deviceCount = demands.Select(d => d.Device).Distinct().Count();
+        string need = $"{vmText} needs a {MmioBytes.Format(needed)} 64-bit MMIO window for {Describe(demands)}"
+            + (deviceCount > 1 ? $" ({deviceCount} devices, {MmioBytes.Format(total)} of 64-bit BARs in all)" : "");
 
         if (vm.Firmware != VmFirmware.Ovmf)
         {
@@ -70,7 +73,8 @@ public static class MmioPlanner
                 + "or give it fewer or smaller-BAR devices (e.g. turn off Resizable BAR for the GPU).";
             return Refuse(plan, "MmioWindowBeyondHostAddressBits", ErrorKind.LimitsExceeded,
                 $"{need}; {now}. The window would end at 0x{bestEnd:x}, beyond what the host CPU's "
-                + $"{host.PhysicalAddressBits} physical address bits reach (0x{1UL << host.PhysicalAddressBits:x}). {action}",
+                + $"{host.PhysicalAddressBits} physical address bits reach (0x{1UL << host.PhysicalAddressBits:x}, "
+                + $"{MmioBytes.Format(1UL << host.PhysicalAddressBits)}). {action}",
                 action);
         }
         string tooLarge = needed > OvmfFirmware.MaxApertureMiB << 20

@@ -15,6 +15,9 @@ public sealed record IommuGroup
     }
     /// <summary>The group's default domain type (DMA, DMA-FQ, identity), when the kernel says.</summary>
     public string? Type { get; init; }
+    /// <summary>Every caveat of the group: its members' (<see cref="PciDevice.Caveats"/>) and the host's that weaken every
+    /// group (the ACS override, unsafe interrupts). Enable and Add write one warning per caveat.</summary>
+    public IReadOnlyList<PassthroughCaveat> Caveats { get; init; } = [];
 
     /// <summary>Viable for VFIO: every endpoint on vfio-pci (or a vfio variant), pci-stub, or no driver; bridges may keep pcieport (REFERENCE §4.5).</summary>
     public bool IsViable => Devices.All(IsViableMember);
@@ -22,6 +25,9 @@ public sealed record IommuGroup
     public IReadOnlyList<PciDevice> Endpoints => Array.AsReadOnly(Devices.Where(d => d.IsEndpoint).ToArray());
 
     public IReadOnlyList<string> AssignedTo => Devices.SelectMany(d => d.AssignedTo).Distinct(StringComparer.Ordinal).ToArray();
+
+    /// <summary>The host the group was read on (its members').</summary>
+    public HostId? Host => Devices.Select(d => d.Host).FirstOrDefault(h => h is not null);
 
     public static bool IsViableMember(PciDevice d) =>
         d.IsBridge

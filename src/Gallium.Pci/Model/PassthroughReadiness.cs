@@ -24,11 +24,22 @@ public enum IommuProblem
     Unknown,
 }
 
+/// <summary>Whether passthrough works here, and whether it is as isolated as it looks.</summary>
+public enum ReadinessStatus
+{
+    /// <summary>Something stands in the way (<see cref="PassthroughReadiness.Problems"/>).</summary>
+    NotReady,
+    /// <summary>Passthrough works, but isolation is weakened (<see cref="PassthroughReadiness.Risks"/>: unsafe interrupts allowed, the ACS override).</summary>
+    ReadyButUnsafe,
+    Ready,
+}
+
 /// <summary>Can this host pass PCI devices through to VMs, and if not, exactly what to change (Test-GalliumPciPassthrough).</summary>
 public sealed record PassthroughReadiness
 {
-    /// <summary>True when nothing stands in the way: no <see cref="Problems"/>.</summary>
+    /// <summary>True when nothing stands in the way: no <see cref="Problems"/> (there may still be <see cref="Risks"/>).</summary>
     public bool IsReady => Problems.Count == 0;
+    public ReadinessStatus Status => !IsReady ? ReadinessStatus.NotReady : Risks.Count > 0 ? ReadinessStatus.ReadyButUnsafe : ReadinessStatus.Ready;
     /// <summary>Changing driver bindings needs root.</summary>
     public required bool IsRoot { get; init; }
     public required CpuVendor CpuVendor { get; init; }
@@ -48,6 +59,10 @@ public sealed record PassthroughReadiness
     public string KernelCommandLine { get; init; } = "";
     /// <summary>Interrupt remapping is active ("IR-" interrupt chips); null when the host does not say.</summary>
     public bool? InterruptRemapping { get; init; }
+    /// <summary>vfio_iommu_type1.allow_unsafe_interrupts (the loaded module's Y/N, else the command line's); null when neither says.</summary>
+    public bool? AllowUnsafeInterrupts { get; init; }
+    /// <summary>The pcie_acs_override= parameter as on the kernel command line; null when absent.</summary>
+    public string? AcsOverride { get; init; }
     /// <summary>The running kernel has vfio-pci (as a module or built in).</summary>
     public bool VfioPciAvailable { get; init; }
     /// <summary>vfio-pci is loaded now.</summary>
@@ -62,6 +77,13 @@ public sealed record PassthroughReadiness
     public IReadOnlyList<PciDevice> DriftedDevices { get; init; } = [];
     /// <summary>One sentence per thing that stands in the way.</summary>
     public IReadOnlyList<string> Problems { get; init; } = [];
+    /// <summary>What weakens isolation although passthrough works, each with its remedy and what it means for security.</summary>
+    public IReadOnlyList<PassthroughCaveat> Risks { get; init; } = [];
 
-    public override string ToString() => IsReady ? "Ready for PCI passthrough" : $"Not ready: {string.Join(" ", Problems)}";
+    public override string ToString() => Status switch
+    {
+        ReadinessStatus.Ready => "Ready for PCI passthrough",
+        ReadinessStatus.ReadyButUnsafe => $"Ready but unsafe: {string.Join(" ", Risks.Select(r => r.Reason))}",
+        _ => $"Not ready: {string.Join(" ", Problems)}",
+    };
 }

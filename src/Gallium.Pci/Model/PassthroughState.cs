@@ -26,3 +26,14 @@ public enum PassthroughState
     /// repaired: the next Enable or Disable on this host first returns its group to how it was before that change.</summary>
     Interrupted,
 }
+
+/// <summary>Which tool brings a device back to vfio-pci at boot (the about topic's persistence section says who owns what).</summary>
+public enum BindingPersistence
+{
+    /// <summary>No record: the device gets whatever driver the kernel picks at boot.</summary>
+    None,
+    /// <summary>Gallium's record, udev rule and early boot stages (Enable-GalliumPciPassthrough).</summary>
+    Gallium,
+    /// <summary>driverctl's record naming vfio-pci (driverctl set-override); Disable-GalliumPciPassthrough removes it.</summary>
+    Driverctl,
+}

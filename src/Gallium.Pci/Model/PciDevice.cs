@@ -36,11 +36,19 @@ public sealed record PciDevice
     public int? SriovTotalVfs { get; init; }
     public IReadOnlyList<string> ResetMethods { get; init; } = [];
     public PassthroughState PassthroughState { get; init; }
+    /// <summary>Which tool persists this device's binding across reboots: Gallium's record (/etc/gallium/pci.d), driverctl's
+    /// (/etc/driverctl.d/pci-&lt;bdf&gt;, for vfio-pci), or none.</summary>
+    public BindingPersistence PersistedBy { get; init; }
     /// <summary>Names of the VMs whose persistent definition holds this device (filled when libvirt is consulted).</summary>
     public IReadOnlyList<string> AssignedTo { get; init; } = [];
+    /// <summary>What makes passing this function through unsafe or unreliable: no reset, bus reset only, a firmware
+    /// framebuffer on a BAR, boot VGA, a chipset function (host-wide caveats are on the <see cref="IommuGroup"/>).</summary>
+    public IReadOnlyList<PassthroughCaveat> Caveats { get; init; } = [];
     /// <summary>What is wrong with the device's passthrough state and the command that repairs it (one sentence); null
     /// when nothing is (see <see cref="Pci.PassthroughState"/>).</summary>
     public string? Problem { get; init; }
+    /// <summary>The host this device was read on; an object from another host is refused by the commands that change it.</summary>
+    public HostId? Host { get; init; }
 
     /// <summary>Sum of the sizes of the 64-bit prefetchable BARs: the space the guest's 64-bit MMIO window must hold.</summary>
     public ulong Bar64Size => Bars.Where(b => b.Is64BitPrefetchable).Aggregate(0UL, (sum, b) => sum + b.Size);

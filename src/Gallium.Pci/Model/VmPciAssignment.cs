@@ -40,6 +40,15 @@ public sealed record VmPciAssignment
     /// <summary>True when the window is too small for the devices: they will attach but fail to initialise in the guest
     /// (Repair-GalliumVmPciDevice fixes it).</summary>
     public bool MmioFixNeeded { get; init; }
+    /// <summary>The host whose libvirt holds the definition; null when it was read from another host's libvirt (-Uri).</summary>
+    public HostId? Host { get; init; }
+
+    /// <summary>The host function's NUMA node; null when the kernel does not know it.</summary>
+    public int? DeviceNumaNode { get; init; }
+    /// <summary>The host NUMA nodes the VM's vCPU pinning and numatune use; empty when the VM is not pinned.</summary>
+    public IReadOnlyList<int> VmNumaNodes { get; init; } = [];
+    /// <summary>The device's node is not among the VM's pinned nodes (Add-GalliumVmPciDevice warns about it).</summary>
+    public bool NumaMismatch => DeviceNumaNode is int n && VmNumaNodes.Count > 0 && !VmNumaNodes.Contains(n);
 
     public override string ToString() => $"{Address} -> {VmName}{(GuestAddress is null ? "" : " @ " + GuestAddress)}";
 }

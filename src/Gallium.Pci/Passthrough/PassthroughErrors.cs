@@ -24,7 +24,8 @@ public sealed class IommuNotEnabledException : GalliumException
     public override bool IsHostLevel => true;
 }
 
-/// <summary>A device the host is using (root disk, default-route NIC, console GPU) is in the group (InvalidOperation: allowed only with the explicit flag).</summary>
+/// <summary>A device the host is using (root disk, default-route NIC, console GPU, a BAR its firmware framebuffer holds, a
+/// chipset function) is in the group (InvalidOperation: allowed only with the explicit flag).</summary>
 public sealed class PciDeviceHostCriticalException : GalliumException
 {
     public PciDeviceHostCriticalException(int iommuGroup, IReadOnlyList<Host.HostDependency> dependencies)
@@ -36,7 +37,8 @@ public sealed class PciDeviceHostCriticalException : GalliumException
     {
         IommuGroup = iommuGroup;
         Dependencies = dependencies;
-        RecommendedAction = "Pass through another device, or move the host off this one first (another disk, NIC or console).";
+        RecommendedAction = string.Join(" ", dependencies.Select(d => d.Remedy).OfType<string>().Distinct()
+            .DefaultIfEmpty("Pass through another device, or move the host off this one first (another disk, NIC or console)."));
     }
 
     public int IommuGroup { get; }

@@ -49,6 +49,12 @@ public sealed class PassthroughPlanner
         if (moving.Length > 0 && !_binder.DriverLoaded(DriverBinder.VfioPci) && !_host.Modules.IsAvailable(DriverBinder.VfioPci))
             throw new VfioPciUnavailableException("the running kernel has no vfio-pci module (it is neither built in nor in modules.dep).", address.ToString());
 
+        foreach (var d in endpoints)
+        {
+            // Two owners would fight at every boot: driverctl's udev rule would set its driver, ours vfio-pci.
+            if (_persistence.DriverctlDriver(d.Address) is string other && other != DriverBinder.VfioPci)
+                throw new PciDeviceDriverctlOverrideException(d.Address, other, _persistence.DriverctlRecordPath(d.Address));
+        }
         var critical = new HostDependencies(_host).Among(moving.Select(d => d.Address));
         if (critical.Count > 0 && !allowHostCritical) throw new PciDeviceHostCriticalException(group.Id, critical);
 
@@ -214,12 +220,20 @@ public sealed class PassthroughPlanner
 
     // ---- persistence steps (driverctl-style, REFERENCE §3.3: overrides do not survive a reboot)
 
-    private IEnumerable<PlanStep> PersistSteps(IReadOnlyList<PciDevice> endpoints)
+    private IEnumerable<PlanStep> PersistSteps(IReadOnlyList<PciDevice> members)
     {
-        if (endpoints.Count == 0) yield break;
+        // driverctl already persists a member for vfio-pci: one owner per device, so no record of ours (Disable removes driverctl's).
+        var endpoints = members.Where(d => _persistence.DriverctlDriver(d.Address) != DriverBinder.VfioPci).ToArray();
+        if (endpoints.Length == 0) yield break;
         string script = _persistence.ScriptContent;
         if (_persistence.ReadFile(_persistence.ScriptPath) != script)
             yield return WriteFileStep(null, $"install {_persistence.ScriptPath}", _persistence.ScriptPath, script, PassthroughPersistence.ScriptMode);
+        // The early stages (boot unit, initramfs hooks) hold the devices before any host driver can bind (REFERENCE §8.1, §8.2).
+        foreach (var file in new BootStages(_persistence).Files())
+        {
+            if (_persistence.ReadFile(file.Path) != file.Content)
+                yield return WriteFileStep(null, file.Description, file.Path, file.Content, file.Mode);
+        }
         foreach (var d in endpoints)
         {
             string record = _persistence.RecordPath(d.Address);
@@ -230,6 +244,9 @@ public sealed class PassthroughPlanner
             string ruleText = _persistence.RuleContent(d.Address);
             if (_persistence.ReadFile(rule) != ruleText)
                 yield return WriteFileStep(d.Address, $"write udev rule {rule}", rule, ruleText, PassthroughPersistence.FileMode);
+            string legacy = _persistence.LegacyRulePath(d.Address);
+            if (_persistence.ReadFile(legacy) is not null)
+                yield return RemoveFileStep(d.Address, $"remove the old udev rule {legacy} (it ran after the host driver loaded)", legacy);
         }
     }
 
@@ -237,8 +254,14 @@ public sealed class PassthroughPlanner
     {
         string rule = _persistence.RulePath(a);
         if (_persistence.ReadFile(rule) is not null) yield return RemoveFileStep(a, $"remove udev rule {rule}", rule);
+        string legacy = _persistence.LegacyRulePath(a);
+        if (_persistence.ReadFile(legacy) is not null) yield return RemoveFileStep(a, $"remove udev rule {legacy}", legacy);
         string record = _persistence.RecordPath(a);
         if (_persistence.ReadFile(record) is not null) yield return RemoveFileStep(a, $"remove record {record}", record);
+        // What `driverctl unset-override` removes; without it driverctl would put the device back on vfio-pci at the next boot.
+        string driverctl = _persistence.DriverctlRecordPath(a);
+        if (_persistence.DriverctlDriver(a) == DriverBinder.VfioPci)
+            yield return RemoveFileStep(a, $"remove driverctl's record {driverctl} (as driverctl unset-override {a} does)", driverctl);
     }
 
     /// <summary>The previous content is read when the step runs (not when planned), so the undo puts back exactly what it replaced.</summary>
@@ -280,6 +303,23 @@ public sealed class PassthroughPlanner
             },
             path);
     }
+}
+
+/// <summary>driverctl persists another driver for a group member: Enable would make a second owner that fights it at boot.</summary>
+public sealed class PciDeviceDriverctlOverrideException : GalliumException
+{
+    public PciDeviceDriverctlOverrideException(PciAddress address, string driver, string recordPath)
+        : base("PciDeviceDriverctlOverride", ErrorKind.InvalidOperation,
+            $"driverctl persists {address} for {driver} ({recordPath}); enabling it for vfio-pci would leave two tools fighting over its driver at every boot.",
+            address.ToString())
+    {
+        Address = address;
+        Driver = driver;
+        RecommendedAction = $"driverctl unset-override {address}   (then Enable-GalliumPciPassthrough -Address {address})";
+    }
+
+    public PciAddress Address { get; }
+    public string Driver { get; }
 }
 
 /// <summary>A re-read after a step showed the kernel did not do what was asked (a probe that failed silently, the wrong driver).</summary>

@@ -1,17 +1,21 @@
 using System.Management.Automation;
 using Gallium.Pci;
-using Gallium.Pci.Libvirt;
 using Gallium.Pci.Assignments;
+using Gallium.Pci.Host;
+using Gallium.Pci.Passthrough;
 using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Adds a device enabled for passthrough (with every endpoint of its IOMMU group) to a stopped VM's definition, and
-/// sizes the VM's 64-bit MMIO window when its devices need more than the firmware gives (large-VRAM GPUs).</summary>
+/// sizes the VM's 64-bit MMIO window when its devices need more than the firmware gives (large-VRAM GPUs). Every device the
+/// command names for one VM is planned together: one MMIO window for all of them, refused as a whole when it cannot fit.</summary>
+// Devices are the default set: a piped device (live, imported, or received from another session) binds as the device it
+// is and is checked against this host; strings and CSV rows cannot become one and bind -Address.
 [Cmdlet(VerbsCommon.Add, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = AddressSet, HelpUri = HelpLinks.AddGalliumVmPciDevice)]
+    DefaultParameterSetName = DeviceSet, HelpUri = HelpLinks.AddGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
-public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
+public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
 {
     private const string AddressSet = "Address";
     private const string DeviceSet = "InputObject";
@@ -30,63 +34,76 @@ public sealed class AddGalliumVmPciDeviceCommand : LibvirtCmdlet
     [ValidateNotNullOrEmpty]
     public PciDevice[] InputObject { get; set; } = [];
 
-    /// <summary>Write the VM's assignments of the added group.</summary>
+    /// <summary>The host the addresses were read on: a device from another session (remoting, a job) binds its Host here, so
+    /// one read on another host is refused instead of naming this host's slot.</summary>
+    [Parameter(ParameterSetName = AddressSet, ValueFromPipelineByPropertyName = true)]
+    [Alias("Host")]
+    public PSObject? SourceHost { get; set; }
+
+    /// <summary>Write the VM's assignments of the added groups.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    private ILibvirt? _libvirt;
-    private readonly HashSet<(string, int?)> _done = [];
+    protected override string Action => "Add PCI device to VM";
+
+    private DeviceInventory? _inventory;
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
     protected override void ProcessRecord()
     {
-        var addresses = ParameterSetName == DeviceSet ? InputObject.Select(d => d.Address) : ParseAddresses(Address);
-        foreach (var address in addresses)
+        var addresses = new List<PciAddress>();
+        if (ParameterSetName == DeviceSet)
         {
-            try { Add(address); }
-            catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
-            catch (GalliumException e) { WriteError(e); }
-        }
-    }
-
-    private void Add(PciAddress address)
-    {
-        _libvirt ??= OpenLibvirt();
-        var planner = new VmDevicePlanner(_libvirt, NewInventory(), RequireHostCpu);
-        var change = planner.PlanAdd(VmName, address);
-        if (!_done.Add((change.VmName, change.IommuGroup))) return; // a GPU and its audio function piped together: one group
-        if (change.IsNoOp)
-        {
-            WriteVerbose($"VM '{change.VmName}' already holds every function of IOMMU group {change.IommuGroup}. Nothing to do.");
+            _inventory ??= NewInventory();
+            foreach (var device in InputObject)
+            {
+                // An object names a device on a host; only this host's may be changed here.
+                try { DeviceOrigin.Check(device, _inventory); Admit(device.Address); }
+                catch (GalliumException e) when (!e.IsHostLevel) { WriteError(e); }
+            }
         }
         else
         {
-            if (!VmShouldProcess.Ask(this, change, "Add PCI device to VM")) return;
-            new VmDeviceRunner(_libvirt).Run(change, WriteVerbose);
+            foreach (var address in ParseAddresses(Address))
+            {
+                try { DeviceOrigin.Check(address, PciPassthrough.SourceHost.From(SourceHost), _inventory ??= NewInventory()); Admit(address); }
+                catch (GalliumException e) when (!e.IsHostLevel) { WriteError(e); }
+            }
         }
-        if (PassThru)
+        Gather(VmName, addresses);
+
+        void Admit(PciAddress address)
         {
-            var held = AssignmentView.ReadAssignments([_libvirt.GetDomain(change.VmName)], NewInventory(), ReadHostCpu);
-            WriteObject(held.Where(a => change.Functions.Contains(a.Address)), enumerateCollection: true);
+            // Issue 13: a device persisted for vfio-pci but found on a host driver is refused with the repair, before libvirt.
+            BindingDrift.ThrowIfDrifted(_inventory!, address);
+            addresses.Add(address);
         }
     }
 
-    protected override void EndProcessing() => _libvirt?.Dispose();
-    protected override void StopProcessing() => _libvirt?.Dispose();
-}
-
-/// <summary>-WhatIf: one line per hostdev (and per MMIO setting, with the BAR sizes that call for it); -Confirm: one
-/// prompt per VM change, listing them.</summary>
-internal static class VmShouldProcess
-{
-    public static bool Ask(PSCmdlet cmdlet, VmDeviceChange change, string action)
+    protected override void EndProcessing()
     {
-        var lines = change.Lines;
-        string warning = $"{action} '{change.VmName}'?{Environment.NewLine}" + string.Join(Environment.NewLine, lines.Select(l => "  " + l));
-        if (cmdlet.ShouldProcess($"{action}: {lines[0]}", warning, action, out ShouldProcessReason reason)) return true;
-        if (reason == ShouldProcessReason.WhatIf)
-            foreach (string line in lines.Skip(1)) cmdlet.ShouldProcess($"{action}: {line}", warning, action);
-        return false;
+        try
+        {
+            ForEachVm(Requests, r =>
+            {
+                var done = Change(new VmDeviceRequest(VmDeviceAction.Add, r.VmName, r.Addresses), c =>
+                {
+                    // One warning per caveat of the groups added (and per function on the wrong NUMA node), before -WhatIf/-Confirm (issue 14).
+                    WriteCaveats(new VmDeviceCaveats(Libvirt, NewInventory(), HostContext).ForAdd(c.VmName, c.Functions));
+                    return VmShouldProcess.Ask(this, c, Action);
+                });
+                if (!PassThru || done is null) return;
+                var functions = done.Functions.ToHashSet();
+                var inventory = NewInventory();
+                var held = AssignmentView.ReadAssignments([Libvirt.GetDomain(done.VmName)], inventory, ReadHostCpu, inventory.Host);
+                WriteObject(held.Where(a => functions.Contains(a.Address)), enumerateCollection: true);
+            });
+        }
+        finally { base.EndProcessing(); }
     }
+
+    protected override string NoOpMessage(VmDeviceChange change) => change.Groups.Count == 0
+        ? $"VM '{change.VmName}': no device to add."
+        : $"VM '{change.VmName}' already holds every function of IOMMU group(s) {string.Join(", ", change.Groups.Select(g => g.IommuGroup))}. Nothing to do.";
 }

@@ -45,17 +45,38 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
     [Alias("Passthrough")]
     public PassthroughState[]? PassthroughState { get; set; }
 
+    /// <summary>Only functions on these NUMA nodes (a function whose node the kernel does not know matches none).</summary>
+    [Parameter]
+    [ValidateRange(0, int.MaxValue)]
+    public int[]? NumaNode { get; set; }
+
     private IReadOnlyList<PciDevice>? _devices;
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
     // Assigned and AssignedTo come from libvirt's VM definitions; without libvirt the kernel's view still stands.
-    private IReadOnlyList<PciDevice> WithAssignments(IReadOnlyList<PciDevice> devices)
+    // libvirt is loaded, connected and listed on a worker while this thread reads sysfs: in a fresh pwsh loading
+    // libvirt.so.0 and its ~55 libraries is the largest part of the first call (issue 18), and the two are independent.
+    private IReadOnlyList<PciDevice> ReadDevices()
     {
+        WriteVerbose($"libvirt: connect to {ResolvedUri} (read-only)");
+        string? uri = Uri;
+        var connector = HostContext.Libvirt;   // read here: session state is this thread's
+        var listing = Task.Run(() =>
+        {
+            using var libvirt = connector.Open(uri, readOnly: true);
+            return AssignmentIndex.FromDomains(libvirt.ListDomains());
+        });
+        IReadOnlyList<PciDevice> devices;
+        try { devices = NewInventory().ReadAll(); }
+        catch
+        {
+            _ = listing.ContinueWith(static t => t.Exception, TaskScheduler.Default);  // observed: the sysfs failure is the one reported
+            throw;
+        }
         try
         {
-            using var libvirt = OpenLibvirt(readOnly: true);
-            return AssignmentView.Annotate(devices, AssignmentIndex.FromDomains(libvirt.ListDomains()));
+            return AssignmentView.Annotate(devices, listing.GetAwaiter().GetResult());
         }
         catch (LibvirtNotInstalledException e) { WriteVerbose(e.Message); }
         catch (GalliumException e)
@@ -82,7 +103,7 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
             if (_drivers.Count == 0) return;
         }
         if (_classes is { Count: 0 } || _drivers is { Count: 0 }) return;
-        _devices ??= WithAssignments(NewInventory().ReadAll());
+        _devices ??= ReadDevices();
         var selector = Address is null ? null : AddressSelector.Create(Address, WriteError);
         if (selector is { Literals.Count: 0, HasPatterns: false }) return; // every address was malformed: already reported
 
@@ -99,6 +120,7 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
             if (_classes is not null && !_classes.Any(c => c.Matches(device))) continue;
             if (_drivers is not null && !_drivers.Any(d => d.IsMatch(device.Driver ?? ""))) continue;
             if (PassthroughState is not null && !PassthroughState.Contains(device.PassthroughState)) continue;
+            if (NumaNode is not null && (device.NumaNode is not int node || !NumaNode.Contains(node))) continue;
             WriteObject(device);
         }
     }

@@ -56,12 +56,14 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         if (VmName is null) { WriteObject(_assignments!, enumerateCollection: true); return; }
         foreach (string name in VmName)
         {
+            if (!ValidVmName(name)) continue;
             if (!WildcardPattern.ContainsWildcardCharacters(name) && !_vmNames!.Contains(name))
             {
                 WriteError(new VmNotFoundException(name, null));
                 continue;
             }
-            var pattern = WildcardPattern.Get(name, WildcardOptions.None);
+            var pattern = Patterns.Compile(nameof(VmName), name, WriteError, WildcardOptions.None);
+            if (pattern is null) continue;
             var matches = _assignments!.Where(a => pattern.IsMatch(a.VmName)).ToArray();
             WriteObject(matches, enumerateCollection: true);
         }
@@ -74,6 +76,9 @@ public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
         WriteVerbose($"libvirt: {domains.Count} domain(s) listed in one pass");
         _vmNames = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
         // Another host's VMs are listed as they are; their MMIO windows need that host's BARs, so they are left empty.
-        return AssignmentView.ReadAssignments(domains, NewInventory(), LibvirtUri.IsLocal(libvirt.Uri) ? ReadHostCpu : () => null);
+        bool local = LibvirtUri.IsLocal(libvirt.Uri);
+        var inventory = NewInventory();
+        var assignments = AssignmentView.ReadAssignments(domains, inventory, local ? ReadHostCpu : () => null, local ? inventory.Host : null);
+        return local ? VmDeviceCaveats.WithNumaNodes(assignments, domains, HostContext) : assignments;  // NUMA nodes (issue 14)
     }
 }

@@ -1,17 +1,17 @@
 using System.Management.Automation;
 using Gallium.Pci;
-using Gallium.Pci.Libvirt;
 using Gallium.Pci.Assignments;
 using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Removes a device (every function of its IOMMU group) from a stopped VM's definition; the device stays enabled
-/// for passthrough and is free for another VM. Asks for confirmation.</summary>
+/// for passthrough and is free for another VM. The MMIO fix stays while a device the VM keeps needs it, and shrinks where a
+/// smaller window does. Asks for confirmation, once per VM.</summary>
 [Cmdlet(VerbsCommon.Remove, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High,
     HelpUri = HelpLinks.RemoveGalliumVmPciDevice)]
 [OutputType(typeof(PciDevice))]
-public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
+public sealed class RemoveGalliumVmPciDeviceCommand : VmChangeCommandBase
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -32,36 +32,26 @@ public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    private ILibvirt? _libvirt;
-    private readonly HashSet<(string, PciAddress)> _decided = [];
+    protected override string Action => "Remove PCI device from VM";
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
-    protected override void ProcessRecord()
-    {
-        foreach (var address in ParseAddresses(Address))
-        {
-            // Piping a VM's assignments lists a GPU and its audio function: the group is decided (removed, declined or
-            // reported by -WhatIf) once, on its first row.
-            if (_decided.Contains((VmName, address))) { WriteVerbose($"{address} was decided with its IOMMU group."); continue; }
-            try { Remove(address); }
-            catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
-            catch (GalliumException e) { WriteError(e); }
-        }
-    }
+    // Piping a VM's assignments lists a GPU and its audio function: gathered per VM, the group is decided once.
+    protected override void ProcessRecord() => Gather(VmName, ParseAddresses(Address));
 
-    private void Remove(PciAddress address)
+    protected override void EndProcessing()
     {
-        _libvirt ??= OpenLibvirt();
-        var change = new VmDevicePlanner(_libvirt, NewInventory(), RequireHostCpu).PlanRemove(VmName, address);
-        foreach (var f in change.Functions) _decided.Add((VmName, f));
-        if (!Confirmed(change)) return;
-        new VmDeviceRunner(_libvirt).Run(change, WriteVerbose);
-        if (PassThru)
+        try
         {
-            var inventory = NewInventory();
-            WriteObject(change.Functions.Select(inventory.Read).OfType<PciDevice>(), enumerateCollection: true);
+            ForEachVm(Requests, r =>
+            {
+                var done = Change(new VmDeviceRequest(VmDeviceAction.Remove, r.VmName, r.Addresses), Confirmed);
+                if (!PassThru || done is null || done.IsNoOp) return;
+                var inventory = NewInventory();
+                WriteObject(done.Functions.Select(inventory.Read).OfType<PciDevice>(), enumerateCollection: true);
+            });
         }
+        finally { base.EndProcessing(); }
     }
 
     // ConfirmImpact High: ShouldProcess asks by default; -Force answers for the user but -WhatIf still only reports.
@@ -71,9 +61,6 @@ public sealed class RemoveGalliumVmPciDeviceCommand : LibvirtCmdlet
             || SessionState.PSVariable.GetValue("WhatIfPreference") is bool b && b
             || SessionState.PSVariable.GetValue("WhatIfPreference") is SwitchParameter s && s.IsPresent;
         if (Force && !whatIf) return true;
-        return VmShouldProcess.Ask(this, change, "Remove PCI device from VM");
+        return VmShouldProcess.Ask(this, change, Action);
     }
-
-    protected override void EndProcessing() => _libvirt?.Dispose();
-    protected override void StopProcessing() => _libvirt?.Dispose();
 }

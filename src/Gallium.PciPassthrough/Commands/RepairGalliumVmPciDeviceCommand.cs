@@ -1,19 +1,19 @@
 using System.Management.Automation;
 using Gallium.Pci;
-using Gallium.Pci.Libvirt;
 using Gallium.Pci.Assignments;
+using Gallium.Pci.Libvirt;
 using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough.Commands;
 
-/// <summary>Applies the large-BAR 64-bit MMIO window fix to VMs that already hold passthrough devices (added by hand or
-/// by another tool): GPUs with more than 32 GB of VRAM attach but fail to initialise without it.</summary>
+/// <summary>Makes the large-BAR 64-bit MMIO window fix of VMs right for the devices they hold (added by hand or by another
+/// tool): applies it where it is missing, shrinks or removes Gallium's where it is larger than needed. Idempotent.</summary>
 [Cmdlet(VerbsDiagnostic.Repair, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
     HelpUri = HelpLinks.RepairGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
-public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
+public sealed class RepairGalliumVmPciDeviceCommand : VmChangeCommandBase
 {
-    /// <summary>The VMs to repair (wildcards); every VM that holds a PCI device when omitted.</summary>
+    /// <summary>The VMs to repair (wildcards); every VM that holds a PCI device, or carries Gallium's fix, when omitted.</summary>
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
@@ -23,29 +23,21 @@ public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    protected override string Action => "Repair VM";
+
     private readonly HashSet<string> _done = new(StringComparer.Ordinal);
 
     protected override void BeginProcessing() => RequireLocalLibvirt();
 
     protected override void ProcessRecord()
     {
-        ILibvirt libvirt;
-        try { libvirt = OpenLibvirt(); }
+        IReadOnlyList<LibvirtDomain> domains;
+        try { domains = Libvirt.ListDomains(); }
         catch (GalliumException e) { ThrowTerminatingError(e); return; }
-        using (libvirt)
-        {
-            var domains = libvirt.ListDomains();
-            var names = VmName is null
-                ? domains.Where(d => DomainXml.ReadPciHostdevs(d.Xml).Count > 0).Select(d => d.Name)
-                : VmName.SelectMany(n => Match(n, domains));
-            foreach (string name in names)
-            {
-                if (!_done.Add(name)) continue;
-                try { Repair(libvirt, name); }
-                catch (GalliumException e) when (e.IsHostLevel) { ThrowTerminatingError(e); }
-                catch (GalliumException e) { WriteError(e); }
-            }
-        }
+        var names = VmName is null
+            ? domains.Where(d => d.IsPersistent && (DomainXml.ReadPciHostdevs(d.Xml).Count > 0 || Pci.Mmio.MmioDomainXml.HasFix(d.Xml))).Select(d => d.Name)
+            : VmName.Where(ValidVmName).SelectMany(n => Match(n, domains));
+        ForEachVm(names.Where(_done.Add).ToList(), Repair);
     }
 
     private IEnumerable<string> Match(string name, IReadOnlyList<LibvirtDomain> domains)
@@ -56,23 +48,22 @@ public sealed class RepairGalliumVmPciDeviceCommand : LibvirtCmdlet
             WriteError(new VmNotFoundException(name, null));
             return [];
         }
-        var pattern = WildcardPattern.Get(name, WildcardOptions.None);
-        return domains.Where(d => pattern.IsMatch(d.Name)).Select(d => d.Name);
+        var pattern = Patterns.Compile(nameof(VmName), name, WriteError, WildcardOptions.None);
+        return pattern is null ? [] : domains.Where(d => pattern.IsMatch(d.Name)).Select(d => d.Name);
     }
 
-    private void Repair(ILibvirt libvirt, string name)
+    private void Repair(string name)
     {
-        var change = new VmDevicePlanner(libvirt, NewInventory(), RequireHostCpu).PlanRepair(name);
-        if (change.IsNoOp)
-            WriteVerbose(change.Mmio is null
-                ? $"VM '{name}' holds no device with a 64-bit prefetchable BAR: nothing to size."
-                : $"No change needed: {change.Mmio.Reason}");
-        else if (VmShouldProcess.Ask(this, change, "Repair VM"))
+        var done = Change(VmDeviceRequest.Repair(name), c => VmShouldProcess.Ask(this, c, Action));
+        if (done is { IsNoOp: false }) WriteVerbose($"VM '{name}': the window takes effect the next time it starts.");
+        if (PassThru && done is not null)
         {
-            new VmDeviceRunner(libvirt).Run(change, WriteVerbose);
-            if (change.Action == VmDeviceAction.Repair) WriteVerbose($"VM '{name}': the window takes effect the next time it starts.");
+            var inventory = NewInventory();
+            WriteObject(AssignmentView.ReadAssignments([Libvirt.GetDomain(name)], inventory, ReadHostCpu, inventory.Host), enumerateCollection: true);
         }
-        if (PassThru)
-            WriteObject(AssignmentView.ReadAssignments([libvirt.GetDomain(name)], NewInventory(), ReadHostCpu), enumerateCollection: true);
     }
+
+    protected override string NoOpMessage(VmDeviceChange change) => change.Mmio?.Plan is null
+        ? $"VM '{change.VmName}' holds no device with a 64-bit prefetchable BAR, and carries no Gallium fix: nothing to size."
+        : $"No change needed: {change.Mmio.Plan.Reason}";
 }

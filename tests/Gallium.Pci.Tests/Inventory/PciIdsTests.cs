@@ -124,6 +124,66 @@ public sealed class PciIdsTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void A_vendor_listed_twice_keeps_its_first_name_and_the_devices_of_both_blocks()
+    {
+        string path = Path.Combine(_dir, "twice.ids");
+        File.WriteAllText(path,
+            "10ec  Realtek Semiconductor Co., Ltd.\n" +
+            "\t8139  RTL-8100/8101L/8139 PCI Fast Ethernet Adapter\n" +
+            "\t\t10ec 8139  RTL-8139/8139C/8139C+ Ethernet Controller\n" +
+            "10ec  Realtek again\n" +
+            "\t8139  A later duplicate\n" +
+            "\t8168  RTL8111/8168 PCI Express Gigabit Ethernet controller\n" +
+            "\t\t1043 8432  P8P67 and other motherboards\n");
+        var ids = new PciIds(path);
+        Assert.Equal("Realtek Semiconductor Co., Ltd.", ids.VendorName(0x10ec));
+        Assert.Equal("RTL-8100/8101L/8139 PCI Fast Ethernet Adapter", ids.DeviceName(0x10ec, 0x8139));
+        Assert.Equal("RTL8111/8168 PCI Express Gigabit Ethernet controller", ids.DeviceName(0x10ec, 0x8168));
+        Assert.Equal("P8P67 and other motherboards", ids.SubsystemName(0x10ec, 0x8168, 0x1043, 0x8432));
+        Assert.Equal(1, ids.VendorCount);
+        Assert.Equal(2, ids.DeviceCount);
+        Assert.Equal(2, ids.SubsystemCount);
+    }
+
+    [Fact]
+    public void A_broken_top_level_line_ends_the_block_above_it_but_comments_and_blank_lines_do_not()
+    {
+        string path = Path.Combine(_dir, "broken.ids");
+        File.WriteAllText(path,
+            "10ec  Realtek Semiconductor Co., Ltd.\n" +
+            "\t8139  RTL-8139\n" +
+            "# a comment\n" +
+            "\n" +
+            "\t8168  RTL8111\n" +
+            "xyz broken line\n" +
+            "\t8169  child of the broken line, not Realtek's\n" +
+            "C 02  Network controller\n" +
+            "\t00  Ethernet controller\n" +
+            "zz\n" +
+            "\t80  child of a broken line, not a subclass\n");
+        var ids = new PciIds(path);
+        Assert.Equal("RTL-8139", ids.DeviceName(0x10ec, 0x8139));
+        Assert.Equal("RTL8111", ids.DeviceName(0x10ec, 0x8168));
+        Assert.Null(ids.DeviceName(0x10ec, 0x8169));
+        Assert.Equal("Ethernet controller", ids.SubclassName(0x02, 0x00));
+        Assert.Null(ids.SubclassName(0x02, 0x80));
+        Assert.Equal("Network controller", ids.ClassName(0x028000));
+    }
+
+    [Fact]
+    public void Looking_up_one_vendor_parses_only_that_vendors_block()
+    {
+        var ids = new PciIds(SystemPciIds());
+        Assert.Equal("Intel Corporation", ids.VendorName(0x8086));
+        Assert.Equal(0, ids.ParsedVendorBlocks);   // the vendor's own line is in the top-level index
+        Assert.NotNull(ids.DeviceName(0x10de, 0x2204));
+        Assert.NotNull(ids.ClassName(0x030000));
+        Assert.Equal(1, ids.ParsedVendorBlocks);
+        Assert.True(ids.VendorCount > 1000);
+        Assert.Equal(1, ids.ParsedVendorBlocks);
+    }
+
+    [Fact]
     public void Missing_or_broken_file_gives_no_names_and_no_error()
     {
         foreach (var ids in new[] { new PciIds(null), new PciIds(Path.Combine(_dir, "absent.ids")), new PciIds(_dir) })

@@ -106,6 +106,11 @@ public sealed class ReadPathTests : IDisposable
         Assert.All(assignments, a => Assert.True(a.MmioNeededSize > 32UL << 30, $"{a.VmName}: needs {a.MmioNeededSize}"));
         Assert.Equal(1, cpuReads);
         Assert.All(counting.Reads, kv => Assert.True(kv.Value == 1, $"{kv.Key} read {kv.Value} times"));
-        Assert.Equal(2, counting.Lists.Count);   // the GPU's and its audio function's directories, once each
+        // The GPU's and its audio function's directories, once each; and, for their caveats (both reset only by a bus reset),
+        // the host's functions (who shares the bus) and the group's members (whether those share the group), once each.
+        Assert.All(counting.Lists, kv => Assert.True(kv.Value == 1, $"{kv.Key} listed {kv.Value} times"));
+        Assert.Equal(4, counting.Lists.Count);
+        Assert.Contains("bus/pci/devices", counting.Lists.Keys);
+        Assert.Contains($"kernel/iommu_groups/{k.GroupOf(StandardHost.Gpu)}/devices", counting.Lists.Keys);
     }
 }

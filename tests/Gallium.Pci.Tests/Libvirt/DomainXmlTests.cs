@@ -124,14 +124,50 @@ public sealed class DomainXmlTests
     }
 
     [Fact]
-    public void Single_function_gets_no_guest_address_so_libvirt_chooses()
+    public void Single_function_is_placed_like_a_multi_function_one_so_libvirt_adds_no_untagged_root_port()
     {
-        var plan = DomainXml.PlanAttach(Q35, [PciAddress.Parse("0000:65:00.0")], managed: true);
-        var e = XElement.Parse(Assert.Single(plan.DeviceXml));
-        Assert.Null(e.Element("address"));
+        var plan = DomainXml.PlanAttach(Q35, [PciAddress.Parse("0000:66:00.0")], managed: true);
+        // Every root port of Q35 is in use: Gallium adds one, tagged so Remove can take it out again.
+        Assert.True(plan.AddsRootPort);
+        var controller = XElement.Parse(plan.DeviceXml[0]);
+        Assert.StartsWith(DomainXml.RootPortAliasPrefix, (string?)controller.Element("alias")!.Attribute("name"));
+        var e = XElement.Parse(plan.DeviceXml[1]);
         Assert.Equal("yes", (string?)e.Attribute("managed"));
+        Assert.Equal(("0x05", "0x00", "0x0"), ((string?)e.Element("address")!.Attribute("bus"), (string?)e.Element("address")!.Attribute("slot"), (string?)e.Element("address")!.Attribute("function")));
+        Assert.Null(e.Element("address")!.Attribute("multifunction"));   // one function: not a multi-function slot
+        Assert.Equal(PciAddress.Parse("0000:05:00.0"), plan.GuestSlot);
+    }
+
+    [Fact]
+    public void Single_function_on_a_layout_Gallium_does_not_know_gets_no_guest_address_so_libvirt_chooses()
+    {
+        var plan = DomainXml.PlanAttach("<domain><name>x</name><devices/></domain>", [PciAddress.Parse("0000:65:00.0")]);
+        Assert.Null(XElement.Parse(Assert.Single(plan.DeviceXml)).Element("address"));
         Assert.Null(plan.GuestSlot);
-        Assert.False(plan.AddsRootPort);
+    }
+
+    [Fact]
+    public void Unused_Gallium_root_ports_are_found_by_alias_once_their_device_leaves_and_only_then()
+    {
+        var plan = DomainXml.PlanAttach(Q35, [PciAddress.Parse("0000:66:00.0")]);
+        string after = DomainXml.Project(Q35, plan.DeviceXml, []);
+        Assert.Empty(DomainXml.UnusedGalliumRootPorts(after, []));
+        var port = XElement.Parse(Assert.Single(DomainXml.UnusedGalliumRootPorts(after, [PciAddress.Parse("0000:66:00.0")])));
+        Assert.Equal("5", (string?)port.Attribute("index"));
+        // libvirt's own root ports are never taken, used or not.
+        Assert.Empty(DomainXml.UnusedGalliumRootPorts(Q35, [PciAddress.Parse("0000:65:00.0")]));
+    }
+
+    [Fact]
+    public void Project_adds_and_removes_devices_by_libvirt_identity_and_tolerates_what_is_already_done()
+    {
+        string hostdev = DomainXml.BuildHostdev(PciAddress.Parse("0000:66:00.0"));
+        string once = DomainXml.Project(Q35, [hostdev], []);
+        Assert.Equal(once, DomainXml.Project(once, [hostdev], []));
+        Assert.Contains(DomainXml.ReadPciHostdevs(once), h => h.Address == PciAddress.Parse("0000:66:00.0"));
+        string gone = DomainXml.Project(once, [], [DomainXml.BuildDetach(PciAddress.Parse("0000:66:00.0"))]);
+        Assert.DoesNotContain(DomainXml.ReadPciHostdevs(gone), h => h.Address == PciAddress.Parse("0000:66:00.0"));
+        Assert.Equal(gone, DomainXml.Project(gone, [], [DomainXml.BuildDetach(PciAddress.Parse("0000:66:00.0"))]));
     }
 
     [Fact]

@@ -94,7 +94,7 @@ public sealed class LibvirtDomainTests(LibvirtdFixture fixture)
     [Theory]
     [InlineData("meta<>&'\"")]
     [InlineData("ünïcödé-日本-Ω")]
-    [InlineData("sp ace\ttab")]
+    [InlineData("sp ace")]
     public void Names_with_xml_metacharacters_quotes_and_unicode_round_trip(string what)
     {
         using var vm = TestVm.Define(fixture, what);
@@ -110,5 +110,38 @@ public sealed class LibvirtDomainTests(LibvirtdFixture fixture)
         var e = Assert.Throws<LibvirtOperationFailedException>(() => fixture.Libvirt.AttachDeviceToConfig(vm.Name, DomainXml.BuildHostdev(source)));
         Assert.Contains(vm.Name, e.Message, StringComparison.Ordinal);
         Assert.Equal(vm.Name, e.Target);
+    }
+
+    [Theory]
+    [InlineData("\0")]
+    [InlineData("\t")]
+    [InlineData("\u001b[2J")]
+    [InlineData("\n")]
+    public void A_name_with_a_control_character_never_reaches_libvirt_VmNameInvalid(string control)
+    {
+        // A NUL would end the C string: "<name>\0x" would look up, and edit, the VM named by the prefix.
+        using var vm = TestVm.Define(fixture, "prefix");
+        string name = vm.Name + control + "x";
+        var e = Assert.Throws<VmNameInvalidException>(() => fixture.Libvirt.GetDomain(name));
+        Assert.Equal(("VmNameInvalid", ErrorKind.InvalidArgument), (e.ErrorId, e.Kind));
+        Assert.DoesNotContain(control, e.Message, StringComparison.Ordinal);
+        Assert.Throws<VmNameInvalidException>(() => fixture.Libvirt.GetDefinition(name));
+        Assert.Throws<VmNameInvalidException>(() => fixture.Libvirt.AttachDeviceToConfig(name, DomainXml.BuildHostdev(PciAddress.Parse("0000:ee:01.0"))));
+        Assert.Empty(DomainXml.ReadPciHostdevs(fixture.Libvirt.GetDefinition(vm.Name)));
+    }
+
+    [Fact]
+    public void The_definition_is_read_with_its_secrets_for_a_define_and_without_them_in_a_listing()
+    {
+        string name = fixture.NewName("secure");
+        var xml = XElement.Parse(LibvirtdFixture.DomainXmlFor(name));
+        xml.Element("devices")!.Add(XElement.Parse("<graphics type='vnc' port='-1' autoport='yes' passwd='s3cr&amp;t'/>"));
+        try
+        {
+            fixture.Libvirt.DefineDomain(xml.ToString());
+            Assert.Contains("passwd='s3cr&amp;t'", fixture.Libvirt.GetDefinition(name), StringComparison.Ordinal);
+            Assert.DoesNotContain("passwd", fixture.Libvirt.GetDomain(name).Xml, StringComparison.Ordinal);
+        }
+        finally { fixture.Remove(name); }
     }
 }

@@ -21,10 +21,15 @@ public sealed class LibvirtdFixture : IDisposable
     private readonly LibvirtConnection? _connection;
     private readonly Exception? _openFailure;
 
+    /// <summary>Overrides the start of every test domain's name (default gtest-), so people sharing one libvirtd can tell
+    /// whose domains are whose; a random part always follows.</summary>
+    public const string PrefixVariable = "GALLIUM_TEST_VM_PREFIX";
+
     public LibvirtdFixture()
     {
         Uri = LibvirtUri.Resolve(Environment.GetEnvironmentVariable(UriVariable), null);
-        Prefix = $"gtest-{Guid.NewGuid().ToString("n")[..8]}-";
+        string start = Environment.GetEnvironmentVariable(PrefixVariable) is { Length: > 0 } p ? p : "gtest-";
+        Prefix = $"{start}{Guid.NewGuid().ToString("n")[..8]}-";
         try { _connection = LibvirtConnection.Open(Uri); }
         catch (Exception e) { _openFailure = e; }
     }

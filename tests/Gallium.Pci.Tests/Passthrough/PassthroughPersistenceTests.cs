@@ -21,16 +21,17 @@ public sealed class PassthroughPersistenceTests : IDisposable
     {
         var paths = HostPaths.Under(_temp.Path);
         Assert.Equal(Path.Combine(paths.ConfigDirectory, "pci.d", "0000:01:00.0"), _store.RecordPath(Gpu));
-        Assert.Equal(Path.Combine(paths.UdevRulesDirectory, "90-gallium-vfio-0000:01:00.0.rules"), _store.RulePath(Gpu));
+        Assert.Equal(Path.Combine(paths.UdevRulesDirectory, "70-gallium-vfio-0000:01:00.0.rules"), _store.RulePath(Gpu));
         Assert.Equal(Path.Combine(paths.LibexecDirectory, "gallium-vfio-apply"), _store.ScriptPath);
     }
 
     [Fact]
-    public void The_udev_rule_runs_the_apply_script_for_exactly_this_device_on_add()
+    public void The_udev_rule_holds_exactly_this_device_for_vfio_pci_on_add_and_runs_the_apply_script()
     {
         string rule = _store.RuleContent(Gpu);
         string[] active = rule.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.StartsWith('#')).ToArray();
-        Assert.Equal($"ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:01:00.0\", RUN+=\"{_store.ScriptPath} %k\"", Assert.Single(active));
+        Assert.Equal($"ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:01:00.0\", PROGRAM==\"{_store.ScriptPath} --wants %k\", " +
+            $"RESULT==\"vfio-pci\", ATTR{{driver_override}}=\"vfio-pci\", RUN+=\"{_store.ScriptPath} %k\"", Assert.Single(active));
     }
 
     [Fact]

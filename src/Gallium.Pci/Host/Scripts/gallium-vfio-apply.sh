@@ -3,7 +3,10 @@
 #   gallium-vfio-apply <domain:bus:dev.fn>     apply one device (run by its udev rule on "add")
 #   gallium-vfio-apply --all                   apply every recorded device (a boot unit, or an init without udev)
 #   gallium-vfio-apply --wants <domain:bus:dev.fn>
-#                                              print "vfio-pci" when the device is to be bound to vfio-pci
+#                                              print "vfio-pci" when the device is to be bound to vfio-pci (the
+#                                              udev rule's PROGRAM, run while its rules are applied)
+#   gallium-vfio-apply --early                 only set driver_override of every wanted device, no module load, no
+#                                              unbind: the early boot unit and the initramfs stage (REFERENCE §8.1, §8.2)
 # Written by Enable-GalliumPciPassthrough with this host's paths built in; the next Enable rewrites it: do not edit.
 #
 # It runs as root from udev and boot units, so it takes nothing from its environment: a fixed PATH, absolute programs,
@@ -111,6 +114,31 @@ attribute() {
     if [ -L "$1" ] || [ ! -e "$1" ]; then log "$2: $1 is missing or a symbolic link; refusing to write it"; return 1; fi
 }
 
+# A line in the real kernel's log, so dmesg shows where the override landed relative to the drivers' probes.
+kmsg() {
+    if [ "$sys" = /sys ] && [ -w /dev/kmsg ] && [ ! -L /dev/kmsg ]; then
+        printf 'gallium-vfio-apply: %s\n' "$1" > /dev/kmsg 2>/dev/null || :
+    fi
+}
+
+# Before any driver can take the device: the override alone keeps every host driver off it, and vfio-pci binds it
+# whenever it loads (REFERENCE §3.3). Nothing is unbound here; a device a driver already holds is left to apply_one.
+early_one() {
+    bdf=$1
+    is_address "$bdf" || return 0
+    wants "$bdf" || return 0
+    dev=$sys/bus/pci/devices/$bdf
+    if [ ! -e "$dev/driver_override" ]; then log "$bdf: no such PCI device with a driver_override"; return 1; fi
+    attribute "$dev/driver_override" "$bdf" || return 1
+    cur=
+    IFS= read -r cur < "$dev/driver_override" || :
+    [ "$cur" = vfio-pci ] && return 0
+    kwrite "$dev/driver_override" vfio-pci || { log "$bdf: writing driver_override failed"; return 1; }
+    drv=$(driver_of "$dev")
+    kmsg "$bdf: driver_override set to vfio-pci (early, driver: ${drv:-none})"
+    return 0
+}
+
 apply_one() {
     bdf=$1
     is_address "$bdf" || { log "the argument is not a PCI address (domain:bus:device.function in lower-case hex)"; return 1; }
@@ -177,12 +205,18 @@ case ${1:-} in
             apply_one "$bdf" || rc=1
         done
         exit $rc ;;
+    --early)
+        rc=0
+        for bdf in $(candidates); do
+            early_one "$bdf" || rc=1
+        done
+        exit $rc ;;
     --wants)
         is_address "${2:-}" || { log "the argument is not a PCI address (domain:bus:device.function in lower-case hex)"; exit 2; }
         if wants "$2"; then echo vfio-pci; fi
         exit 0 ;;
     ''|-h|--help)
-        echo "usage: gallium-vfio-apply <domain:bus:dev.fn> | --all | --wants <domain:bus:dev.fn>" >&2
+        echo "usage: gallium-vfio-apply <domain:bus:dev.fn> | --all | --early | --wants <domain:bus:dev.fn>" >&2
         exit 2 ;;
     *)
         apply_one "$1"
