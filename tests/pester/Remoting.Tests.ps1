@@ -393,6 +393,32 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
     }
 }
 
+Describe 'Enums on output objects serialise by name' {
+    It 'every enum reachable from an output type (its properties, list elements, caveats) has SerializationMethod String in the types file' {
+        # A new enum property that the types file forgets arrives on another host as a number ('0' for None).
+        $seen = [Collections.Generic.HashSet[type]]::new()
+        $enums = [Collections.Generic.HashSet[type]]::new()
+        $todo = [Collections.Generic.Queue[type]]::new()
+        $asm = [Gallium.Pci.PciDevice].Assembly
+        foreach ($t in [Gallium.Pci.PciDevice], [Gallium.Pci.IommuGroup], [Gallium.Pci.VmPciAssignment], [Gallium.Pci.PassthroughReadiness]) { $todo.Enqueue($t) }
+        foreach ($t in $asm.GetExportedTypes() | Where-Object { [Gallium.Pci.PassthroughCaveat].IsAssignableFrom($_) }) { $todo.Enqueue($t) }
+        while ($todo.Count) {
+            $t = $todo.Dequeue()
+            if (-not $seen.Add($t)) { continue }
+            foreach ($p in $t.GetProperties()) {
+                $pt = [Nullable]::GetUnderlyingType($p.PropertyType) ?? $p.PropertyType
+                $element = if ($pt.IsArray) { $pt.GetElementType() } elseif ($pt.IsGenericType) { $pt.GetGenericArguments()[-1] } else { $pt }
+                $element = [Nullable]::GetUnderlyingType($element) ?? $element
+                if ($element.Assembly -ne $asm) { continue }
+                if ($element.IsEnum) { $null = $enums.Add($element) } else { $todo.Enqueue($element) }
+            }
+        }
+        $enums.Count | Should -BeGreaterThan 3
+        $missing = @($enums | Where-Object { "$((Get-TypeData $_.FullName).SerializationMethod)" -ne 'String' } | ForEach-Object FullName)
+        $missing | Should -BeNullOrEmpty -Because 'each needs a <Type> with SerializationMethod String in Gallium.PciPassthrough.types.ps1xml'
+    }
+}
+
 Describe 'Export-Clixml / Import-Clixml keeps every output type' -Tag Remoting {
     BeforeAll {
         $simAvailable = [bool]('Gallium.Pci.Testing.SimulatedHosts' -as [type])
