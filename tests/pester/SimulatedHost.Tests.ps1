@@ -112,6 +112,14 @@ $h.Dispose()
         }
     }
 
+    It 'Disable asks the simulated host''s own libvirt which VMs hold a group: Gpu3, held by train-01 there, stays enabled' {
+        $sim = New-GalliumSimulatedHost -Preset GpuServer
+        { Disable-GalliumPciPassthrough -Address $G::Gpu3 -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'IommuGroupAssigned*'
+        $sim.DriverOf($G::Gpu3) | Should -Be 'vfio-pci'
+        Disable-GalliumPciPassthrough -Address $G::Gpu2 -Confirm:$false
+        $sim.DriverOf($G::Gpu2) | Should -Be 'nvidia'
+    }
+
     It '-Unprivileged: reads work, changes are refused with RootRequired and nothing changes' {
         $sim = New-GalliumSimulatedHost -Preset GpuServer -Unprivileged
         $sim.IsRoot | Should -BeFalse
@@ -162,5 +170,12 @@ $h.Dispose()
         $text | Should -Match 'train-01'
         $text | Should -Match "Gpu3\s+$([regex]::Escape($G::Gpu3))"
         foreach ($line in $text -split "`n") { $line.TrimEnd().Length | Should -BeLessOrEqual 80 }
+        # The workstation's roles are longer (ComputeGpuRootPort): the addresses still line up in one column.
+        $other = New-GalliumSimulatedHost -NoHostContext
+        try {
+            $rows = @(($other | Out-String -Width 80) -split "`n" | Where-Object { $_ -match '[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\s*$' })
+            $rows.Count | Should -Be $other.Functions.Count
+            @($rows | ForEach-Object { $_.TrimEnd().Length } | Sort-Object -Unique).Count | Should -Be 1
+        } finally { $other.Dispose() }
     }
 }
