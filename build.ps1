@@ -11,7 +11,8 @@
     Demo     Build, then walks the product guide (see README).
     Docs     Only turns docs/en-US markdown into MAML help in out/.
     Bench    Runs the benchmarks in bench/ and prints their comparison table.
-    Package  Build, then zips out/Gallium.PciPassthrough as out/Gallium.PciPassthrough-<version>.zip.
+    Package  Build, then packs out/Gallium.PciPassthrough as out/package/Gallium.PciPassthrough.<version>.nupkg
+             (PSResourceGet's Compress-PSResource): Publish-PSResource uploads it, Install-PSResource installs it.
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
@@ -60,11 +61,11 @@ function Invoke-Build {
     New-Item -ItemType Directory -Force -Path $ModuleOut | Out-Null
     $bin = Join-Path $Root "src/Gallium.PciPassthrough/bin/$Configuration/net8.0"
     foreach ($f in 'Gallium.PciPassthrough.dll', 'Gallium.PciPassthrough.pdb', 'Gallium.Pci.dll', 'Gallium.Pci.pdb', 'Gallium.PciPassthrough.format.ps1xml',
-               'Gallium.PciPassthrough.types.ps1xml') {
+               'Gallium.PciPassthrough.types.ps1xml', 'Gallium.Pci.Testing.dll', 'Gallium.Pci.Testing.pdb') {
         Copy-Item (Join-Path $bin $f) $ModuleOut
     }
     if ($Configuration -eq 'Release') { Copy-ReadyToRunImage }
-    Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1') $ModuleOut
+    Copy-Item (Join-Path $Root 'Gallium.PciPassthrough.psd1'), (Join-Path $Root 'LICENSE') $ModuleOut
     Invoke-Docs
     Write-Host "Module laid out in $ModuleOut (version $(Get-ModuleVersion))"
 }
@@ -115,6 +116,7 @@ function Invoke-PesterSuite([string] $Suite, [string[]] $Command) {
 
 function Invoke-Test {
     Invoke-Build
+    Invoke-Package     # the package tests and the example user suite install it
     Invoke-Prepare
     New-Item -ItemType Directory -Force -Path $ResultsDir | Out-Null
     $totals = [ordered]@{}
@@ -179,12 +181,15 @@ function Invoke-Bench {
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 }
 
+# The module folder as a NuGet package: what Publish-PSResource uploads to a gallery and what Install-PSResource installs
+# from any repository, a folder included (README "Install"). PSResourceGet ships with pwsh 7.4 and later.
 function Invoke-Package {
-    Invoke-Build
-    $zip = Join-Path $Out "Gallium.PciPassthrough-$(Get-ModuleVersion).zip"
-    Remove-Item $zip -ErrorAction Ignore
-    Compress-Archive -Path $ModuleOut -DestinationPath $zip
-    Write-Host "Package: $zip"
+    $packageDir = Join-Path $Out 'package'
+    if (Test-Path $packageDir) { Remove-Item -Recurse -Force $packageDir }
+    New-Item -ItemType Directory -Path $packageDir | Out-Null
+    Import-Module Microsoft.PowerShell.PSResourceGet
+    $nupkg = Compress-PSResource -Path $ModuleOut -DestinationPath $packageDir -PassThru
+    Write-Host "Package: $nupkg"
 }
 
 switch ($Task) {
@@ -193,5 +198,5 @@ switch ($Task) {
     'Demo' { Invoke-Demo }
     'Docs' { Invoke-Docs }
     'Bench' { Invoke-Bench }
-    'Package' { Invoke-Package }
+    'Package' { Invoke-Build; Invoke-Package }
 }

@@ -43,6 +43,9 @@ public abstract class GalliumCmdlet : PSCmdlet
 
     protected HostContext HostContext => _host ??= ResolveHostContext();
 
+    /// <summary>-Uri as given, else the host's libvirt (LIBVIRT_DEFAULT_URI, qemu:///system, or a simulated host's own).</summary>
+    protected string ResolveLibvirtUri(string? uri) => uri is null ? HostContext.Libvirt.DefaultUri : Pci.Libvirt.LibvirtUri.Resolve(uri);
+
     /// <summary>An inventory of the resolved host, with the process-wide parsed pci.ids.</summary>
     protected DeviceInventory NewInventory() => new(HostContext, NameDatabases.For(HostContext.PciIdsPath));
 

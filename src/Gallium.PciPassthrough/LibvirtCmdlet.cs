@@ -6,7 +6,8 @@ using Gallium.PciPassthrough.Completers;
 
 namespace Gallium.PciPassthrough;
 
-/// <summary>Base of the cmdlets that talk to libvirt: -Uri on each (default LIBVIRT_DEFAULT_URI, else qemu:///system).</summary>
+/// <summary>Base of the cmdlets that talk to libvirt: -Uri on each (default: the host's libvirt, LIBVIRT_DEFAULT_URI, else
+/// qemu:///system; a simulated host's own test driver).</summary>
 public abstract class LibvirtCmdlet : GalliumCmdlet
 {
     /// <summary>libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@host/system?no_tty=1.</summary>
@@ -14,12 +15,15 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
     [ValidateNotNullOrEmpty]
     public string? Uri { get; set; }
 
+    /// <summary>The URI this command talks to: -Uri, else the host's default.</summary>
+    protected string ResolvedUri => ResolveLibvirtUri(Uri);
+
     /// <summary>Device checks read this machine's sysfs, so a command that joins them with VM definitions must talk to
     /// this machine's libvirt; another host is reached with Invoke-Command, where the module runs next to its kernel. A URI
     /// that is no URI at all is LibvirtUriInvalid, never "another host".</summary>
     protected void RequireLocalLibvirt()
     {
-        string uri = LibvirtUri.Resolve(Uri);
+        string uri = ResolvedUri;
         try { LibvirtUri.Validate(uri); }
         catch (LibvirtUriInvalidException e) { ThrowTerminatingError(e); }
         if (LibvirtUri.IsLocal(uri)) return;
@@ -32,8 +36,8 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
 
     protected ILibvirt OpenLibvirt(bool readOnly = false)
     {
-        WriteVerbose($"libvirt: connect to {LibvirtUri.Resolve(Uri)}{(readOnly ? " (read-only)" : "")}");
-        return LibvirtConnection.Open(Uri, readOnly);
+        WriteVerbose($"libvirt: connect to {ResolvedUri}{(readOnly ? " (read-only)" : "")}");
+        return HostContext.Libvirt.Open(Uri, readOnly);
     }
 
     /// <summary>The host's CPU as the MMIO sizing needs it; null when /proc/cpuinfo does not say (sizing then skipped).</summary>

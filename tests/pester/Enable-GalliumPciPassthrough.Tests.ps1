@@ -1,5 +1,5 @@
 # Enable-GalliumPciPassthrough (and the interruption, crash and drift behaviour it shares with Disable) on simulated kernels
-# (tests/Gallium.Pci.Testing). Issue 11: a stop at any point finishes or rolls back the group and says which; a killed
+# (src/Gallium.Pci.Testing). Issue 11: a stop at any point finishes or rolls back the group and says which; a killed
 # change is shown and repaired by the next command; PassthroughState tells drift apart.
 
 BeforeAll {

@@ -1,5 +1,5 @@
 # Get-GalliumPciDevice, Get-GalliumIommuGroup and Test-GalliumPciPassthrough against simulated kernels
-# (tests/Gallium.Pci.Testing; addresses in [Gallium.Pci.Testing.StandardHost]) and, read-only, this machine's real /sys.
+# (src/Gallium.Pci.Testing; addresses in [Gallium.Pci.Testing.StandardHost]) and, read-only, this machine's real /sys.
 
 BeforeAll {
     Import-Module (Join-Path $env:GALLIUM_REPO 'tests/pester/TestHelpers.psm1') -Force

@@ -30,7 +30,7 @@ function Find-Pester {
 $env:GALLIUM_TEST_GUARD = '1'
 $ProgressPreference = 'SilentlyContinue'   # cmdlets still call WriteProgress; the bars only clutter a log
 $env:GALLIUM_MODULE_PATH = (Resolve-Path $ModulePath).Path
-$env:GALLIUM_TESTING_DLL = Join-Path $repo "tests/Gallium.Pci.Testing/bin/$Configuration/net8.0/Gallium.Pci.Testing.dll"
+$env:GALLIUM_TESTING_DLL = Join-Path $env:GALLIUM_MODULE_PATH 'Gallium.Pci.Testing.dll'   # the simulated kernel the module ships
 $env:GALLIUM_REPO = $repo.Path
 
 Import-Module (Find-Pester) -Force

@@ -261,7 +261,7 @@ Describe 'Remote sessions over a simulated kernel (groups, BARs, Enable/Disable)
                 Gpu = [Gallium.Pci.Testing.StandardHost]::Gpu; GpuAudio = [Gallium.Pci.Testing.StandardHost]::GpuAudio
             }
         } -ArgumentList $ModulePath, $TestingDll
-        # The simulated kernel (tests/Gallium.Pci.Testing SimulatedHosts) is on its way to main; until it is in this
+        # The simulated kernel (src/Gallium.Pci.Testing SimulatedHosts) is on its way to main; until it is in this
         # build these tests are skipped with this reason, and they run as soon as it is.
         $simMissing = "the simulated kernel ([Gallium.Pci.Testing.SimulatedHosts] in $TestingDll) is not in this build yet"
         $enableMissing = 'Enable-/Disable-GalliumPciPassthrough are not in this build yet'

@@ -1,3 +1,5 @@
+using Gallium.Pci.Libvirt;
+
 namespace Gallium.Pci.Host;
 
 /// <summary>Everything the core needs from the host, behind seams: the kernel (sysfs, procfs, /dev, modules), who we run
@@ -17,6 +19,9 @@ public sealed record HostContext
     public IInitramfsTool Initramfs { get; init; } = new SystemInitramfsTool();
     /// <summary>How long a single kernel write that may block (unbind) is given before it is reported as ETIMEDOUT.</summary>
     public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>This host's libvirt, used when a command is given no -Uri: the real one (LIBVIRT_DEFAULT_URI, else
+    /// qemu:///system), or a simulated host's own libvirt test driver.</summary>
+    public ILibvirtConnector Libvirt { get; init; } = LibvirtConnector.Instance;
 
     /// <summary>Environment variables that point the module at another tree (a captured host, a simulated kernel).</summary>
     public const string SysfsRootVariable = "GALLIUM_SYSFS_ROOT";

@@ -47,15 +47,30 @@ public interface ILibvirt : IDisposable
     void UndefineDomain(string vmName);
 }
 
-/// <summary>Opens connections; one per cmdlet invocation (the cmdlet's <c>-Uri</c>).</summary>
+/// <summary>How a host's libvirt is reached: one connection per cmdlet invocation (the cmdlet's <c>-Uri</c>, else
+/// <see cref="DefaultUri"/>). The caller disposes what <see cref="Open"/> returns.</summary>
 public interface ILibvirtConnector
 {
+    /// <summary>The URI a command uses when it is given none.</summary>
+    string DefaultUri { get; }
+
+    /// <summary>The libvirt that holds every VM that can use this host's devices (Disable asks it, whatever
+    /// <see cref="DefaultUri"/> says): qemu:///system, or a simulated host's own test driver.</summary>
+    string SystemUri { get; }
+
+    /// <summary>Opens <paramref name="uri"/>; null means <see cref="DefaultUri"/>.</summary>
     ILibvirt Open(string? uri, bool readOnly = false);
 }
 
-/// <summary>Opens real libvirt connections.</summary>
+/// <summary>Opens real libvirt connections: the default is <c>LIBVIRT_DEFAULT_URI</c>, else qemu:///system.</summary>
 public sealed class LibvirtConnector : ILibvirtConnector
 {
+    public static LibvirtConnector Instance { get; } = new();
+
+    public string DefaultUri => LibvirtUri.Resolve(null);
+
+    public string SystemUri => LibvirtUri.Default;
+
     public ILibvirt Open(string? uri, bool readOnly = false) => LibvirtConnection.Open(uri, readOnly);
 }
 

@@ -13,7 +13,7 @@ namespace Gallium.PciPassthrough.Commands;
 // Devices are the default set: a piped device (live, imported, or received from another session) binds as the device it
 // is and is checked against this host; strings and CSV rows cannot become one and bind -Address.
 [Cmdlet(VerbsCommon.Add, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = DeviceSet)]
+    DefaultParameterSetName = DeviceSet, HelpUri = HelpLinks.AddGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
 public sealed class AddGalliumVmPciDeviceCommand : VmChangeCommandBase
 {

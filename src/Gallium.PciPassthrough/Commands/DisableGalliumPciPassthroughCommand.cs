@@ -9,11 +9,11 @@ namespace Gallium.PciPassthrough.Commands;
 /// <summary>Returns a device's whole IOMMU group from vfio-pci to the drivers the kernel picks; refused while any VM
 /// (running or stopped) references a member of the group.</summary>
 [Cmdlet(VerbsLifecycle.Disable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = DeviceSet)]   // a piped device binds as itself (checked against this host), never by its address text
+    DefaultParameterSetName = DeviceSet, HelpUri = HelpLinks.DisableGalliumPciPassthrough)]   // a piped device binds as itself (checked against this host), never by its address text
 [OutputType(typeof(PciDevice))]
 public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 {
-    /// <summary>The system libvirt to ask whether a VM holds the group: qemu:///system, the default whatever
+    /// <summary>The system libvirt to ask whether a VM holds the group: qemu:///system (a simulated host's own test driver), the default whatever
     /// LIBVIRT_DEFAULT_URI says; another URI is accepted only when it reaches that same daemon (e.g. with ?socket=).</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -21,10 +21,11 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 
     protected override string Action => "Disable PCI passthrough";
 
-    private string _systemUri = LibvirtUri.Default;
+    private string? _systemUri;
 
     // "Does anything on this host hold the group" is a question for the system daemon: a session daemon, the test driver or
     // another host would answer "no" for VMs they cannot see, and the group would go back to the host under a running VM.
+    // A simulated host's system daemon is its own test driver (HostContext.Libvirt.SystemUri).
     protected override void BeginProcessing()
     {
         CheckUri();                // refused before anything, the repair of an unfinished change included, is done
@@ -33,21 +34,22 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
 
     private void CheckUri()
     {
-        if (Uri is null) return;   // LIBVIRT_DEFAULT_URI is deliberately not consulted
+        string system = HostContext.Libvirt.SystemUri;
+        if (Uri is null) { _systemUri = system; return; }   // LIBVIRT_DEFAULT_URI is deliberately not consulted
         string uri = Uri.Trim();
         try { LibvirtUri.Validate(uri); }
         catch (LibvirtUriInvalidException e) { ThrowTerminatingError(e); }
-        if (LibvirtUri.IsSystem(uri)) { _systemUri = uri; return; }
+        if (LibvirtUri.IsSystem(uri) || string.Equals(uri, system, StringComparison.Ordinal)) { _systemUri = uri; return; }
         if (!LibvirtUri.IsLocal(uri))
             ThrowTerminatingError(new GalliumException("LibvirtUriNotLocal", ErrorKind.InvalidArgument,
                 $"'{uri}' is another host's libvirt; Disable must ask the libvirt of the host whose devices it changes.", uri)
             { RecommendedAction = "Run it on that host: Invoke-Command -HostName <host> { Disable-GalliumPciPassthrough ... }" });
         ThrowTerminatingError(new GalliumException("LibvirtUriNotSystem", ErrorKind.InvalidArgument,
-            $"'{uri}' is not this host's system libvirt. Disable asks qemu:///system whether any VM holds the group, because only it holds the VMs that can use host devices.", uri)
-        { RecommendedAction = "Leave -Uri out (Disable always asks qemu:///system), or give a qemu:///system URI." });
+            $"'{uri}' is not this host's system libvirt. Disable asks {system} whether any VM holds the group, because only it holds the VMs that can use host devices.", uri)
+        { RecommendedAction = $"Leave -Uri out (Disable always asks {system}), or give a {system} URI." });
     }
 
-    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => LibvirtConnection.Open(_systemUri, readOnly: true));
+    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => HostContext.Libvirt.Open(_systemUri ?? HostContext.Libvirt.SystemUri, readOnly: true));
 
     protected override PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address) => planner.PlanDisable(address);
 

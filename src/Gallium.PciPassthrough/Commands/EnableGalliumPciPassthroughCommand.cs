@@ -6,7 +6,7 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Detaches a device's whole IOMMU group from its host drivers and binds every endpoint to vfio-pci, persistently.</summary>
 [Cmdlet(VerbsLifecycle.Enable, "GalliumPciPassthrough", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-    DefaultParameterSetName = DeviceSet)]   // a piped device binds as itself (checked against this host), never by its address text
+    DefaultParameterSetName = DeviceSet, HelpUri = HelpLinks.EnableGalliumPciPassthrough)]   // a piped device binds as itself (checked against this host), never by its address text
 [OutputType(typeof(PciDevice))]
 public sealed class EnableGalliumPciPassthroughCommand : PassthroughCommandBase
 {

@@ -5,7 +5,7 @@ using Gallium.Pci.Host;
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Lists IOMMU groups with their member devices and whether each group is viable for VFIO.</summary>
-[Cmdlet(VerbsCommon.Get, "GalliumIommuGroup", DefaultParameterSetName = ByIdSet)]
+[Cmdlet(VerbsCommon.Get, "GalliumIommuGroup", DefaultParameterSetName = ByIdSet, HelpUri = HelpLinks.GetGalliumIommuGroup)]
 [OutputType(typeof(IommuGroup))]
 public sealed class GetGalliumIommuGroupCommand : GalliumCmdlet
 {

@@ -8,7 +8,7 @@ using Gallium.PciPassthrough.Completers;
 namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Lists the host's PCI functions as the kernel sees them, with names, drivers, IOMMU groups and BARs.</summary>
-[Cmdlet(VerbsCommon.Get, "GalliumPciDevice", DefaultParameterSetName = AddressSet)]
+[Cmdlet(VerbsCommon.Get, "GalliumPciDevice", DefaultParameterSetName = AddressSet, HelpUri = HelpLinks.GetGalliumPciDevice)]
 [OutputType(typeof(PciDevice))]
 public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
 {
@@ -59,11 +59,12 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
     // libvirt.so.0 and its ~55 libraries is the largest part of the first call (issue 18), and the two are independent.
     private IReadOnlyList<PciDevice> ReadDevices()
     {
-        WriteVerbose($"libvirt: connect to {LibvirtUri.Resolve(Uri)} (read-only)");
+        WriteVerbose($"libvirt: connect to {ResolvedUri} (read-only)");
         string? uri = Uri;
+        var connector = HostContext.Libvirt;   // read here: session state is this thread's
         var listing = Task.Run(() =>
         {
-            using var libvirt = LibvirtConnection.Open(uri, readOnly: true);
+            using var libvirt = connector.Open(uri, readOnly: true);
             return AssignmentIndex.FromDomains(libvirt.ListDomains());
         });
         IReadOnlyList<PciDevice> devices;

@@ -8,7 +8,7 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Lists which VM definitions hold which host PCI functions (libvirt's &lt;hostdev&gt; elements), with each VM's
 /// 64-bit MMIO window: what its firmware gives and what its devices need.</summary>
-[Cmdlet(VerbsCommon.Get, "GalliumVmPciDevice", DefaultParameterSetName = VmSet)]
+[Cmdlet(VerbsCommon.Get, "GalliumVmPciDevice", DefaultParameterSetName = VmSet, HelpUri = HelpLinks.GetGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
 public sealed class GetGalliumVmPciDeviceCommand : LibvirtCmdlet
 {

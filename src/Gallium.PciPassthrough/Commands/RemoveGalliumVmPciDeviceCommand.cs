@@ -8,7 +8,8 @@ namespace Gallium.PciPassthrough.Commands;
 /// <summary>Removes a device (every function of its IOMMU group) from a stopped VM's definition; the device stays enabled
 /// for passthrough and is free for another VM. The MMIO fix stays while a device the VM keeps needs it, and shrinks where a
 /// smaller window does. Asks for confirmation, once per VM.</summary>
-[Cmdlet(VerbsCommon.Remove, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+[Cmdlet(VerbsCommon.Remove, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High,
+    HelpUri = HelpLinks.RemoveGalliumVmPciDevice)]
 [OutputType(typeof(PciDevice))]
 public sealed class RemoveGalliumVmPciDeviceCommand : VmChangeCommandBase
 {

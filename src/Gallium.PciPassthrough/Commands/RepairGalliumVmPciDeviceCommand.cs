@@ -8,7 +8,8 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Makes the large-BAR 64-bit MMIO window fix of VMs right for the devices they hold (added by hand or by another
 /// tool): applies it where it is missing, shrinks or removes Gallium's where it is larger than needed. Idempotent.</summary>
-[Cmdlet(VerbsDiagnostic.Repair, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsDiagnostic.Repair, "GalliumVmPciDevice", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
+    HelpUri = HelpLinks.RepairGalliumVmPciDevice)]
 [OutputType(typeof(VmPciAssignment))]
 public sealed class RepairGalliumVmPciDeviceCommand : VmChangeCommandBase
 {

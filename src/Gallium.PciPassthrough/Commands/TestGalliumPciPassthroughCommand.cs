@@ -6,7 +6,7 @@ namespace Gallium.PciPassthrough.Commands;
 
 /// <summary>Checks that this host can do PCI passthrough: IOMMU on (and if not, whether firmware or kernel is why and
 /// what to change), interrupt remapping, vfio-pci, root.</summary>
-[Cmdlet(VerbsDiagnostic.Test, "GalliumPciPassthrough")]
+[Cmdlet(VerbsDiagnostic.Test, "GalliumPciPassthrough", HelpUri = HelpLinks.TestGalliumPciPassthrough)]
 [OutputType(typeof(PassthroughReadiness))]
 [OutputType(typeof(bool))]
 public sealed class TestGalliumPciPassthroughCommand : GalliumCmdlet

@@ -15,7 +15,7 @@ public sealed class VmNameCompleter : IArgumentCompleter
         IReadOnlyList<LibvirtDomain> domains;
         try
         {
-            using var libvirt = LibvirtConnection.Open(fakeBoundParameters["Uri"] as string, readOnly: true);
+            using var libvirt = CompletionHost.Resolve().Libvirt.Open(fakeBoundParameters["Uri"] as string, readOnly: true);
             domains = libvirt.ListDomains();
         }
         catch (Exception) { yield break; } // completion never throws at the user

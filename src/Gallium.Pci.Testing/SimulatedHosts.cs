@@ -176,6 +176,54 @@ public static class SimulatedHosts
         return t;
     }
 
+    /// <summary>A two-socket Intel GPU server (see <see cref="GpuServerHost"/>), every device on its host driver. The preset of
+    /// New-GalliumSimulatedHost (<see cref="SimulatedHost"/>) then enables two of its GPUs and gives one to a VM.</summary>
+    public static SimulatedKernel GpuServer(string root) => GpuServerTopology().Build(root);
+
+    /// <summary>The GPU server as a topology, to extend before <see cref="HostTopology.Build"/>.</summary>
+    public static HostTopology GpuServerTopology()
+    {
+        var t = HostTopology.Create().Cpu("intel");
+        t.RootComplex(GpuServerHost.HostBridge, 0x8086, 0x09a2, 0x060000, null);
+
+        // The BMC's VGA behind the BMC's own PCIe-to-PCI bridge: the boot console.
+        t.RootPort("0000:00:01.0", 0x02, 0x8086, 0x352a);
+        t.PciBridge(GpuServerHost.BmcBridge, 0x03, 0x1a03, 0x1150);
+        t.Endpoint(GpuServerHost.BmcVga, 0x1a03, 0x2000, 0x030000, "ast").Subsystem(0x15d9, 0x1c48).Revision(0x52)
+            .Mem32Bar(0, 64 * MiB).Mem32Bar(1, 256 * KiB).IoBar(2, 128).BootVga(true).Framebuffer().ResetMethods("");
+
+        t.RootPort("0000:00:02.0", 0x04, 0x8086, 0x352b);
+        t.Endpoint(GpuServerHost.HostNic, 0x8086, 0x1572, 0x020000, "i40e").Subsystem(0x8086, 0x0007).Revision(0x02)
+            .Mem64Bar(0, 8 * MiB).Mem64Bar(3, 32 * KiB).NetInterface("eno1", defaultRoute: true);
+
+        void Gpu(string port, int bus, string address, int node) =>
+            t.RootPort(port, bus, 0x8086, 0x352c).NumaNode(node)
+             .Endpoint(address, 0x10de, 0x2331, 0x030200, "nvidia").Subsystem(0x10de, 0x1626).Revision(0xa1)
+             .Mem32Bar(0, 16 * MiB).Mem64Bar(1, 128 * GiB).Mem64Bar(3, 32 * MiB).NumaNode(node).ResetMethods("flr bus");
+        void Nic(string port, int bus, string address, int node, string name) =>
+            t.RootPort(port, bus, 0x8086, 0x352d).NumaNode(node)
+             .Endpoint(address, 0x15b3, 0x101b, 0x020000, "mlx5_core").Subsystem(0x15b3, 0x0007)
+             .Mem64Bar(0, 32 * MiB).NumaNode(node).ResetMethods("flr bus")
+             .Sriov(totalVfs: 16, vfDeviceId: 0x101c, vfDriver: "mlx5_core", numVfs: 0, vfOffset: 1).NetInterface(name);
+
+        Gpu("0000:00:03.0", 0x17, GpuServerHost.Gpu0, 0);
+        Nic("0000:00:04.0", 0x18, GpuServerHost.Nic0, 0, "ens18f0np0");
+        Gpu("0000:00:05.0", 0x31, GpuServerHost.Gpu1, 0);
+        Gpu("0000:00:06.0", 0xb1, GpuServerHost.Gpu2, 1);
+        Nic("0000:00:07.0", 0xb2, GpuServerHost.Nic1, 1, "ens178f0np0");
+        Gpu("0000:00:08.0", 0xca, GpuServerHost.Gpu3, 1);
+
+        t.RootPort("0000:00:09.0", 0xe3, 0x8086, 0x352e).NumaNode(1);
+        t.Endpoint(GpuServerHost.Nvme, 0x144d, 0xa824, 0x010802, "nvme").Subsystem(0x144d, 0xa812)
+            .Mem64Bar(0, 32 * KiB, prefetchable: false).NumaNode(1).Nvme("nvme0", rootFilesystem: true);
+
+        t.RootComplex(GpuServerHost.Lpc, 0x8086, 0x1b81, 0x060100, null).Revision(0x11);
+        t.RootComplex(GpuServerHost.Smbus, 0x8086, 0xa323, 0x0c0500, "i801_smbus").Revision(0x11)
+            .Mem64Bar(0, 256, prefetchable: false).IoBar(4, 32).ResetMethods("");
+        t.ShareGroup(GpuServerHost.HostBridge, GpuServerHost.Lpc, GpuServerHost.Smbus);
+        return t;
+    }
+
     /// <summary>A host with exactly <paramref name="functions"/> PCI functions (1 to 63492) for benchmarks: per PCI segment
     /// (domain) a host bridge, then up to 248 root ports each holding a ConnectX-6 PF (15b3:101b, mlx5_core) with up to 62
     /// VFs; every fourth VF is on vfio-pci. A segment holds at most 15873 functions (256 buses); larger hosts continue in
