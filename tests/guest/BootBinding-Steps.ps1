@@ -22,6 +22,8 @@ $script:Failed = 0
 $nic = '0000:01:00.0'; $gpu = '0000:05:00.0'; $audio = '0000:05:00.1'; $ctl = '0000:00:05.1'
 
 function Check([string] $Name, [scriptblock] $Test) {
+    # The step in progress, for the boot script's watchdog (watchdog.sh) to name when this process hangs.
+    if ($env:GALLIUM_STEP_FILE) { [IO.File]::WriteAllText($env:GALLIUM_STEP_FILE, "$([DateTime]::UtcNow.ToString('HH:mm:ss')) $Name") }
     $why = ''
     try { $ok = [bool] (& $Test) } catch { $ok = $false; $why = " ($($_.Exception.Message))" }
     if ($ok) { "PASS [boot $Boot] $Name" } else { "FAIL [boot $Boot] $Name$why"; $script:Failed++ }
@@ -39,6 +41,7 @@ function NoRecordLeft([string] $a) {
     -not (Get-ChildItem /etc/gallium/pending.d -ErrorAction SilentlyContinue)
 }
 
+if ($env:GALLIUM_STEP_FILE) { [IO.File]::WriteAllText($env:GALLIUM_STEP_FILE, 'Import-Module') }
 Import-Module $ModulePath
 $rule = { param($a) "/etc/udev/rules.d/70-gallium-vfio-$a.rules" }
 

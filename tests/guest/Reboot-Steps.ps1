@@ -21,6 +21,8 @@ Set-StrictMode -Version 3.0
 $script:Failed = 0
 
 function Check([string] $Name, [scriptblock] $Test) {
+    # The step in progress, for the boot script's watchdog (watchdog.sh) to name when this process hangs.
+    if ($env:GALLIUM_STEP_FILE) { [IO.File]::WriteAllText($env:GALLIUM_STEP_FILE, "$([DateTime]::UtcNow.ToString('HH:mm:ss')) $Name") }
     $why = ''
     try { $ok = [bool] (& $Test) } catch { $ok = $false; $why = " ($($_.Exception.Message))" }
     if ($ok) { "PASS [boot $Boot] $Name" } else { "FAIL [boot $Boot] $Name$why"; $script:Failed++ }
@@ -33,6 +35,7 @@ function Get-KernelDriver {
     if (Test-Path $link) { Split-Path -Leaf (Get-Item $link).LinkTarget } else { '(none)' }
 }
 
+if ($env:GALLIUM_STEP_FILE) { [IO.File]::WriteAllText($env:GALLIUM_STEP_FILE, 'Import-Module') }
 Import-Module $ModulePath
 $state = $env:GALLIUM_STATE_ROOT
 $record = "$state/etc/gallium/pci.d/$Address"

@@ -92,10 +92,12 @@ esac
 
 # Boot 3 needs no cmdlet. Disable asks libvirt whether a VM holds the group (boots 2 and 4 disable).
 [ "$boot" = 3 ] && { echo "boot $boot: $failed failure(s)"; exit $((failed > 0)); }
+# Each under a watchdog (watchdog.sh): a hang prints where it hung and fails this boot, not the whole run's timeout.
+. "$here/watchdog.sh"
 if [ "$boot" = 2 ] || [ "$boot" = 4 ]; then
-    bash "$here/../libvirt/start-libvirtd.sh" >/dev/null || { echo "FAIL [boot $boot] libvirtd starts in the guest"; failed=$((failed + 1)); }
+    watched 120 bash "$here/../libvirt/start-libvirtd.sh" >/dev/null || { echo "FAIL [boot $boot] libvirtd starts in the guest"; failed=$((failed + 1)); }
 fi
-dotnet pwsh -NoProfile -NonInteractive -File "$here/BootBinding-Steps.ps1" -Boot "$boot" -ModulePath "$module" -Image "$image"
+watched 360 dotnet pwsh -NoProfile -NonInteractive -File "$here/BootBinding-Steps.ps1" -Boot "$boot" -ModulePath "$module" -Image "$image"
 [ $? -eq 0 ] || failed=$((failed + 1))
 echo "boot $boot: $failed failure(s)"
 exit $((failed > 0))

@@ -74,7 +74,8 @@ case $boot in
 esac
 
 # The cmdlet part of this boot (prints its own PASS/FAIL lines).
-dotnet pwsh -NoProfile -NonInteractive -File "$here/Reboot-Steps.ps1" -Boot "$boot" -ModulePath "$module" \
+. "$here/watchdog.sh"   # a hang prints where it hung and fails this boot, not the whole run's timeout
+watched 360 dotnet pwsh -NoProfile -NonInteractive -File "$here/Reboot-Steps.ps1" -Boot "$boot" -ModulePath "$module" \
     -VmName $vm -Address $bdf -Group "$group"
 prc=$?
 [ $prc -eq 0 ] || failed=$((failed + 1))
