@@ -37,7 +37,8 @@ public abstract class LibvirtCmdlet : GalliumCmdlet
     protected ILibvirt OpenLibvirt(bool readOnly = false)
     {
         WriteVerbose($"libvirt: connect to {ResolvedUri}{(readOnly ? " (read-only)" : "")}");
-        return HostContext.Libvirt.Open(Uri, readOnly);
+        var connector = HostContext.Libvirt;
+        return StoppableLibvirt.Open(() => connector.Open(Uri, readOnly), StopToken);   // Ctrl+C leaves a wedged libvirtd
     }
 
     /// <summary>The host's CPU as the MMIO sizing needs it; null when /proc/cpuinfo does not say (sizing then skipped).</summary>

@@ -49,7 +49,8 @@ public sealed class DisableGalliumPciPassthroughCommand : PassthroughCommandBase
         { RecommendedAction = $"Leave -Uri out (Disable always asks {system}), or give a {system} URI." });
     }
 
-    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() => HostContext.Libvirt.Open(_systemUri ?? HostContext.Libvirt.SystemUri, readOnly: true));
+    protected override IAssignmentLookup Assignments => new LibvirtAssignmentLookup(() =>
+        StoppableLibvirt.Open(() => HostContext.Libvirt.Open(_systemUri ?? HostContext.Libvirt.SystemUri, readOnly: true), StopToken));
 
     protected override PassthroughPlan Plan(PassthroughPlanner planner, PciAddress address) => planner.PlanDisable(address);
 

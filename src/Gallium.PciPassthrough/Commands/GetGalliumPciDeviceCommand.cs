@@ -76,6 +76,8 @@ public sealed class GetGalliumPciDeviceCommand : LibvirtCmdlet
         }
         try
         {
+            // A wedged libvirtd never answers: Ctrl+C leaves the listing behind (its worker ends with the process).
+            Task.WaitAny([listing], StopToken);   // a failed listing is reported below, unwrapped
             return AssignmentView.Annotate(devices, listing.GetAwaiter().GetResult());
         }
         catch (LibvirtNotInstalledException e) { WriteVerbose(e.Message); }
